@@ -1,0 +1,244 @@
+"""Turn OTLP spans into enriched `SpanBatch` rows.
+
+This is the one place where protobuf span objects become columns. Every
+derived column follows a rule documented in docs/enrichment.md:
+
+* tenant: the resource attribute named by ``Settings.tenant_attribute``,
+  else ``Settings.default_tenant``;
+* service: resource ``service.name``, else ``unknown_service``;
+* operation: see `spanstream.enrich.operation`;
+* is_error: OTel status ERROR, a server span with HTTP status >= 500, a client
+  span with HTTP status >= 400, or an ``exception`` span event;
+* peer_service (client and producer spans): ``peer.service``, else
+  ``server.address`` / ``net.peer.name``, else ``db.system``, else
+  ``messaging.system``;
+* HTTP attributes are read under both the current (``http.request.method``,
+  ``http.response.status_code``, ``url.path``) and the older
+  (``http.method``, ``http.status_code``, ``http.target``) names.
+
+A span whose ids are malformed is skipped and counted; the other spans of the
+record are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from spanstream.config import Settings
+from spanstream.enrich.attributes import (
+    AttributeCounters,
+    AttributeLimits,
+    to_string_map,
+)
+from spanstream.enrich.operation import operation_name
+from spanstream.model import SPAN_KINDS, STATUS_CODES, RecordRef, SpanBatch
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_SERVICE = "unknown_service"
+_SERVER, _CLIENT, _PRODUCER = 2, 3, 4
+_STATUS_ERROR = 2
+
+
+class ResourceContext(NamedTuple):
+    """What a span inherits from its resource, derived once per resource."""
+
+    tenant: str
+    service: str
+    cloud_region: str | None
+    cloud_account_id: str | None
+    faas_name: str | None
+    attributes: dict[str, str]
+
+
+@dataclass
+class ExtractStats:
+    """What happened to the spans of one payload."""
+
+    spans: int = 0
+    invalid_spans: int = 0
+    dropped_attributes: int = 0
+    truncated_attributes: int = 0
+
+
+def _first(typed: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        value = typed.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class SpanExtractor:
+    """Appends the spans of OTLP ``TracesData`` messages to a `SpanBatch`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._tenant_attribute = settings.tenant_attribute
+        self._default_tenant = settings.default_tenant
+        self._limits = AttributeLimits(
+            settings.max_attributes_per_span, settings.max_attribute_value_chars
+        )
+
+    def resource_context(self, pb_resource: Any) -> ResourceContext:
+        """Return the derived columns every span of ``pb_resource`` shares."""
+        counters = AttributeCounters()
+        rendered, typed = to_string_map(pb_resource.attributes, self._limits, counters)
+        return ResourceContext(
+            tenant=str(typed.get(self._tenant_attribute) or self._default_tenant),
+            service=str(typed.get("service.name") or UNKNOWN_SERVICE),
+            cloud_region=_as_str(typed.get("cloud.region")),
+            cloud_account_id=_as_str(typed.get("cloud.account.id")),
+            faas_name=_as_str(_first(typed, "faas.name")),
+            attributes=rendered,
+        )
+
+    def extract(self, pb_traces: Any, ref: RecordRef, batch: SpanBatch) -> ExtractStats:
+        """Append every valid span of ``pb_traces`` to ``batch``; return counts.
+
+        ``pb_traces`` is an ``ExportTraceServiceRequest`` or ``TracesData``.
+        Writes nothing but ``batch``; never raises for a bad span (it is
+        skipped, counted, and logged with the record's location).
+        """
+        stats = ExtractStats()
+        counters = AttributeCounters()
+        for pb_resource_spans in pb_traces.resource_spans:
+            context = self.resource_context(pb_resource_spans.resource)
+            for pb_scope_spans in pb_resource_spans.scope_spans:
+                scope_name = pb_scope_spans.scope.name or None
+                for pb_span in pb_scope_spans.spans:
+                    if self._append(pb_span, context, scope_name, ref, batch, counters):
+                        stats.spans += 1
+                    else:
+                        stats.invalid_spans += 1
+        if stats.invalid_spans:
+            logger.warning(
+                "%s: skipped %d spans with malformed trace, span or parent ids",
+                ref.describe(),
+                stats.invalid_spans,
+            )
+        stats.dropped_attributes = counters.dropped
+        stats.truncated_attributes = counters.truncated
+        return stats
+
+    def _append(
+        self,
+        pb_span: Any,
+        context: ResourceContext,
+        scope_name: str | None,
+        ref: RecordRef,
+        batch: SpanBatch,
+        counters: AttributeCounters,
+    ) -> bool:
+        trace_id = pb_span.trace_id
+        span_id = pb_span.span_id
+        parent_span_id = pb_span.parent_span_id
+        if (
+            len(trace_id) != 16
+            or len(span_id) != 8
+            or len(parent_span_id) not in (0, 8)
+            or trace_id == b"\0" * 16
+        ):
+            return False
+        rendered, typed = to_string_map(pb_span.attributes, self._limits, counters)
+        kind = pb_span.kind
+        kind_name = SPAN_KINDS[kind] if 0 <= kind < len(SPAN_KINDS) else SPAN_KINDS[0]
+        status_code = pb_span.status.code
+        status_name = (
+            STATUS_CODES[status_code]
+            if 0 <= status_code < len(STATUS_CODES)
+            else "UNSET"
+        )
+        http_method = _as_str(_first(typed, "http.request.method", "http.method"))
+        http_route = _as_str(typed.get("http.route"))
+        http_status = _as_int(
+            _first(typed, "http.response.status_code", "http.status_code")
+        )
+        has_exception = False
+        for pb_event in pb_span.events:
+            if pb_event.name == "exception":
+                has_exception = True
+                break
+        is_error = (
+            status_code == _STATUS_ERROR
+            or has_exception
+            or (
+                http_status is not None
+                and (
+                    (kind == _SERVER and http_status >= 500)
+                    or (kind == _CLIENT and http_status >= 400)
+                )
+            )
+        )
+        name = pb_span.name
+        if kind == _SERVER:
+            path = _first(typed, "url.path", "http.target", "url.full", "http.url")
+            operation = operation_name(name, True, http_method, http_route, path)
+        else:
+            operation = name
+        db_system = _as_str(_first(typed, "db.system", "db.system.name"))
+        messaging_system = _as_str(typed.get("messaging.system"))
+        peer_service = None
+        if kind in (_CLIENT, _PRODUCER):
+            peer_service = _as_str(
+                _first(
+                    typed,
+                    "peer.service",
+                    "server.address",
+                    "net.peer.name",
+                    "db.system",
+                    "db.system.name",
+                    "messaging.system",
+                )
+            )
+        cold = typed.get("faas.coldstart")
+        start = pb_span.start_time_unix_nano
+        end = pb_span.end_time_unix_nano
+
+        batch.tenant.append(context.tenant)
+        batch.trace_id.append(trace_id.hex())
+        batch.span_id.append(span_id.hex())
+        batch.parent_span_id.append(parent_span_id.hex() if parent_span_id else None)
+        batch.service.append(context.service)
+        batch.operation.append(operation)
+        batch.span_name.append(name)
+        batch.span_kind.append(kind_name)
+        batch.start_unix_nanos.append(start)
+        batch.end_unix_nanos.append(end)
+        batch.duration_nanos.append(end - start if end > start else 0)
+        batch.status_code.append(status_name)
+        batch.status_message.append(pb_span.status.message or None)
+        batch.is_error.append(is_error)
+        batch.http_method.append(http_method)
+        batch.http_route.append(http_route)
+        batch.http_status_code.append(http_status)
+        batch.peer_service.append(peer_service)
+        batch.db_system.append(db_system)
+        batch.messaging_system.append(messaging_system)
+        batch.cloud_region.append(context.cloud_region)
+        batch.cloud_account_id.append(context.cloud_account_id)
+        batch.faas_name.append(context.faas_name)
+        batch.is_cold_start.append(cold is True or cold == "true")
+        batch.event_count.append(len(pb_span.events))
+        batch.resource_attributes.append(context.attributes)
+        batch.span_attributes.append(rendered)
+        batch.scope_name.append(scope_name)
+        batch.source_shard_id.append(ref.shard_id)
+        batch.source_sequence_number.append(ref.sequence_number)
+        batch.source_sub_sequence_number.append(ref.sub_sequence_number)
+        batch.arrival_unix_millis.append(ref.arrival_unix_millis)
+        return True
