@@ -1,0 +1,187 @@
+"""The Parquet span archive on S3, readable by pyarrow and Athena.
+
+Spans are partitioned Hive style by tenant and by the UTC date and hour of
+their start::
+
+    {archive_prefix}tenant={tenant}/dt=YYYY-MM-DD/hour=HH/{shard}-{first}-{last}.parquet
+
+The tenant is encoded with `encode_component`, so no name can leave its
+prefix. The object name is the `FlushRange` the spans came from, so writing the
+same records again (a replay after a crash) replaces the objects it wrote
+before instead of adding copies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spanstream.aggregate.types import FlushRange
+from spanstream.config import Settings
+from spanstream.model import SPAN_COLUMNS, SpanBatch
+from spanstream.sinks.keys import encode_component
+from spanstream.sinks.retry import RetryPolicy
+from spanstream.sinks.s3put import (
+    DEFAULT_UPLOAD_CONCURRENCY,
+    PendingObject,
+    put_objects,
+)
+
+logger = logging.getLogger(__name__)
+
+PARTITION_KEYS = ("tenant", "dt", "hour")
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+COMPRESSION = "zstd"
+NANOS_PER_HOUR = 3_600 * 1_000_000_000
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "bool": pa.bool_(),
+    "map<string,string>": pa.map_(pa.string(), pa.string()),
+}
+
+
+def arrow_type(type_name: str) -> pa.DataType:
+    """Return the arrow type for a `SPAN_COLUMNS` type name."""
+    try:
+        return _ARROW_TYPES[type_name]
+    except KeyError:
+        raise ValueError(f"no arrow type for column type {type_name!r}") from None
+
+
+ARCHIVE_SCHEMA = pa.schema(
+    [pa.field(name, arrow_type(kind)) for name, kind in SPAN_COLUMNS.items()]
+)
+
+
+def encode_parquet(batch: SpanBatch) -> bytes:
+    """Return ``batch`` as a zstd-compressed Parquet file of `ARCHIVE_SCHEMA`.
+
+    Raises pyarrow's ``ArrowInvalid``/``ArrowTypeError`` if a column holds a
+    value of the wrong type.
+    """
+    columns = batch.columns()
+    table = pa.table(
+        [pa.array(columns[f.name], type=f.type) for f in ARCHIVE_SCHEMA],
+        schema=ARCHIVE_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=COMPRESSION)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def object_key(
+    prefix: str, tenant: str, hour_index: int, flush_range: FlushRange
+) -> str:
+    """Return the key of the archive object of one tenant and hour.
+
+    ``hour_index`` counts hours since the epoch (start nanos // 1 h).
+    """
+    hour = datetime.fromtimestamp(hour_index * 3_600, UTC)
+    return (
+        f"{prefix}tenant={encode_component(tenant)}/dt={hour:%Y-%m-%d}/"
+        f"hour={hour:%H}/{encode_component(flush_range.object_stem())}.parquet"
+    )
+
+
+def group_rows(batch: SpanBatch) -> dict[tuple[str, int], list[int]]:
+    """Return row indices of ``batch`` by (tenant, hours since the epoch)."""
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for index, (tenant, start) in enumerate(
+        zip(batch.tenant, batch.start_unix_nanos, strict=True)
+    ):
+        groups[tenant, start // NANOS_PER_HOUR].append(index)
+    return groups
+
+
+class ArchiveWriter:
+    """Writes `SpanBatch` rows to the Parquet archive in ``settings.bucket``."""
+
+    def __init__(
+        self,
+        s3_client: Any,
+        settings: Settings,
+        retry: RetryPolicy | None = None,
+        max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
+    ) -> None:
+        self.s3_client = s3_client
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self.max_workers = max_workers
+
+    def write(self, batch: SpanBatch, flush_range: FlushRange) -> list[str]:
+        """Write ``batch`` as one object per (tenant, UTC hour) and return the keys.
+
+        The keys depend only on the rows and ``flush_range``, so a second
+        write of the same records replaces the first. Objects are encoded and
+        uploaded concurrently with ``ServerSideEncryption="AES256"``; returns
+        after every upload succeeded and raises `SinkError` otherwise (some
+        objects may then exist: writing the range again completes it).
+        """
+        pending = [
+            PendingObject(
+                object_key(
+                    self.settings.archive_prefix, tenant, hour_index, flush_range
+                ),
+                partial(_encode_rows, batch, indices),
+                PARQUET_CONTENT_TYPE,
+            )
+            for (tenant, hour_index), indices in sorted(group_rows(batch).items())
+        ]
+        keys = put_objects(
+            self.s3_client, self.settings.bucket, pending, self.retry, self.max_workers
+        )
+        logger.debug(
+            "archived %d spans of %s/%s in %d objects",
+            len(batch),
+            flush_range.stream,
+            flush_range.shard_id,
+            len(keys),
+        )
+        return keys
+
+
+def _encode_rows(batch: SpanBatch, indices: list[int]) -> bytes:
+    if len(indices) == len(batch):
+        return encode_parquet(batch)
+    return encode_parquet(batch.take(indices))
+
+
+def schema_document() -> dict[str, Any]:
+    """Return the archive contract written to ``schemas/archive.json``."""
+    return {
+        "description": (
+            "Parquet span archive; generated from spanstream.model.SPAN_COLUMNS "
+            "by spanstream.sinks.archive.schema_document()"
+        ),
+        "format": "parquet",
+        "compression": COMPRESSION,
+        "key_template": (
+            "{archive_prefix}tenant={tenant}/dt={YYYY-MM-DD}/hour={HH}/"
+            "{shard_id}-{first_sequence_number}-{last_sequence_number}.parquet"
+        ),
+        "columns": [
+            {"name": name, "type": kind} for name, kind in SPAN_COLUMNS.items()
+        ],
+        "partition_keys": [
+            {
+                "name": "tenant",
+                "type": "string",
+                "source": "tenant, percent-encoded by spanstream.sinks.keys",
+            },
+            {"name": "dt", "type": "string", "source": "UTC date of start_unix_nanos"},
+            {
+                "name": "hour",
+                "type": "int",
+                "source": "UTC hour of start_unix_nanos, two digits in the key",
+            },
+        ],
+    }

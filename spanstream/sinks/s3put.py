@@ -1,0 +1,71 @@
+"""Concurrent, encrypted, all-or-error S3 uploads shared by the S3 sinks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+from spanstream.errors import SinkError
+from spanstream.sinks.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_CONCURRENCY = 8
+
+
+class PendingObject(NamedTuple):
+    """An object to upload; ``render`` builds its body inside the worker thread."""
+
+    key: str
+    render: Callable[[], bytes]
+    content_type: str
+
+
+def put_objects(
+    s3_client: Any,
+    bucket: str,
+    objects: Sequence[PendingObject],
+    retry: RetryPolicy,
+    max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
+) -> list[str]:
+    """Upload every object with SSE-S3 and return their keys, in input order.
+
+    Returns only after every PUT succeeded. Raises `SinkError` naming the
+    bucket and the first failed key once all uploads have finished, so no
+    upload is still running when the caller sees the error.
+    """
+    if not objects:
+        return []
+
+    def upload(pending: PendingObject) -> str:
+        body = pending.render()
+        retry.call(
+            lambda: s3_client.put_object(
+                Bucket=bucket,
+                Key=pending.key,
+                Body=body,
+                ContentType=pending.content_type,
+                ServerSideEncryption="AES256",
+            ),
+            f"s3://{bucket}/{pending.key}",
+        )
+        return pending.key
+
+    workers = max(1, min(max_workers, len(objects)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="s3put") as pool:
+        futures = [pool.submit(upload, pending) for pending in objects]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    if failures:
+        first = failures[0]
+        if not isinstance(first, SinkError):
+            # The type only: a library's message may quote span values.
+            first = SinkError(f"s3://{bucket}: {type(first).__name__}")
+        raise SinkError(
+            f"{len(failures)} of {len(objects)} uploads to s3://{bucket} failed; "
+            f"first: {first}"
+        ) from failures[0]
+    keys = [future.result() for future in futures]
+    logger.debug("uploaded %d objects to s3://%s", len(keys), bucket)
+    return keys
