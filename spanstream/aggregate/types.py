@@ -31,7 +31,9 @@ class FlushRange(NamedTuple):
 
     def object_stem(self) -> str:
         """Return ``<shard>-<first>-<last>``, the stem of archive object names."""
-        return f"{self.shard_id}-{self.first_sequence_number}-{self.last_sequence_number}"
+        return (
+            f"{self.shard_id}-{self.first_sequence_number}-{self.last_sequence_number}"
+        )
 
 
 class RedKey(NamedTuple):
@@ -99,21 +101,38 @@ class LatencyStats:
             self.duration_max_nanos = duration_nanos
         self.sketch.add(duration_nanos)
 
+    def add_many(self, durations_nanos: list[int], error_count: int) -> None:
+        """Count spans of ``durations_nanos``, ``error_count`` of them errors.
+
+        Same result as `add` on each duration, in a few C-level passes.
+        """
+        if not durations_nanos:
+            return
+        smallest = min(durations_nanos)
+        largest = max(durations_nanos)
+        self.count += len(durations_nanos)
+        self.errors += error_count
+        self.duration_sum_nanos += sum(durations_nanos)
+        if self.duration_min_nanos is None or smallest < self.duration_min_nanos:
+            self.duration_min_nanos = smallest
+        if self.duration_max_nanos is None or largest > self.duration_max_nanos:
+            self.duration_max_nanos = largest
+        self.sketch.add_many(durations_nanos, smallest)
+
     def merge(self, other: LatencyStats) -> None:
         """Fold ``other`` into this one; the result is as if both saw all spans."""
         self.count += other.count
         self.errors += other.errors
         self.duration_sum_nanos += other.duration_sum_nanos
-        for value in (other.duration_min_nanos,):
-            if value is not None and (
-                self.duration_min_nanos is None or value < self.duration_min_nanos
-            ):
-                self.duration_min_nanos = value
-        for value in (other.duration_max_nanos,):
-            if value is not None and (
-                self.duration_max_nanos is None or value > self.duration_max_nanos
-            ):
-                self.duration_max_nanos = value
+        low, high = other.duration_min_nanos, other.duration_max_nanos
+        if low is not None and (
+            self.duration_min_nanos is None or low < self.duration_min_nanos
+        ):
+            self.duration_min_nanos = low
+        if high is not None and (
+            self.duration_max_nanos is None or high > self.duration_max_nanos
+        ):
+            self.duration_max_nanos = high
         self.sketch.merge(other.sketch)
 
 
