@@ -370,6 +370,9 @@ class Emulators(_Backend):
             "SHARD_LIMIT": "10000",
             "ON_DEMAND_STREAM_COUNT_LIMIT": "1000",
             "LOG_LEVEL": "INFO",
+            # On SIGTERM the server waits for idle keep-alive connections to
+            # close, which clients never do; the data is in memory anyway.
+            "CATS_EFFECT_SHUTDOWN_HOOK_TIMEOUT": "1s",
             **self.kinesis_mock_env,
         }
         argv = [node, "--require", str(LOOPBACK_PRELOAD), str(KINESIS_MOCK_JS)]

@@ -1,0 +1,108 @@
+# spanstream: the one entry point for developers and CI. `make help` lists targets.
+#
+# `make install` sets up everything from a clean clone: .venv (Python 3.11),
+# the pinned Python deps, the project (editable), kinesis-mock (npm) and
+# amazon-kclpy with its MultiLangDaemon jars (Maven). Each step leaves a stamp
+# in .cache/stamps and reruns only when its inputs change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .cache/stamps
+RUN_DIR := .run
+PIP := $(BIN)/python -m pip --disable-pip-version-check $(if $(CI),--progress-bar off,)
+PYTEST := $(BIN)/pytest
+
+# amazon-kclpy 3.2.0 needs amazon-kinesis-client(-multilang) 3.5.3, which the
+# Maven repository reachable here does not serve (3.1.3 is the newest
+# multilang it has). 3.1.3 has the same Python code as 3.2.0 and its whole
+# pom resolves. Bump both together once 3.5.3 can be fetched.
+KCLPY_VERSION := 3.1.3
+KCLPY_CACHE := .cache/kclpy
+KCLPY_DIR := $(KCLPY_CACHE)/amazon_kclpy-$(KCLPY_VERSION)
+KCLPY_STAMP := $(STAMPS)/kclpy-$(KCLPY_VERSION)
+MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+# -C: fail on a checksum mismatch instead of warning.
+MVN := mvn -B -q -C
+
+.PHONY: help install kcl-jars test unit integration lint demo bench \
+	localstack-test emulators-up emulators-down clean
+
+help: ## List the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+install: $(STAMPS)/python-deps $(STAMPS)/project $(STAMPS)/node $(KCLPY_STAMP) ## Set up .venv, node_modules and the KCL jars (idempotent)
+
+$(VENV)/pyvenv.cfg:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/python-deps: requirements-dev.txt requirements.txt $(VENV)/pyvenv.cfg
+	$(PIP) install -r requirements-dev.txt
+	@mkdir -p $(@D) && touch $@
+
+$(STAMPS)/project: pyproject.toml $(STAMPS)/python-deps
+	$(PIP) install --no-deps -e .
+	@mkdir -p $(@D) && touch $@
+
+$(STAMPS)/node: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@mkdir -p $(@D) && touch $@
+
+kcl-jars: $(KCLPY_STAMP) ## Install amazon-kclpy with its MultiLangDaemon jars fetched by Maven
+
+# The sdist's own jar downloader cannot fetch here, so Maven fetches the jars
+# into the extracted sdist (its setup.py skips jars already present), then the
+# sdist is installed from that directory.
+$(KCLPY_STAMP): devenv/kcl_pom.py $(STAMPS)/python-deps
+	rm -rf $(KCLPY_DIR)
+	mkdir -p $(KCLPY_CACHE)
+	$(PIP) download --no-binary :all: --no-deps --dest $(KCLPY_CACHE) \
+		amazon-kclpy==$(KCLPY_VERSION)
+	tar -xzf $(KCLPY_CACHE)/amazon_kclpy-$(KCLPY_VERSION).tar.gz -C $(KCLPY_CACHE)
+	$(BIN)/python devenv/kcl_pom.py patch $(KCLPY_DIR)/pom.xml
+	cd $(KCLPY_DIR) && $(MVN) $(MVN_DEPENDENCY_PLUGIN):copy-dependencies \
+		-DexcludeTransitive=true -DoutputDirectory=$(CURDIR)/$(KCLPY_DIR)/amazon_kclpy/jars
+	$(BIN)/python devenv/kcl_pom.py check $(KCLPY_DIR)/pom.xml $(KCLPY_DIR)/amazon_kclpy/jars
+	$(PIP) install ./$(KCLPY_DIR)
+	$(BIN)/python devenv/kcl_pom.py verify $(KCLPY_DIR)/pom.xml
+	@mkdir -p $(@D) && touch $@
+
+test: install ## Run every test: unit and integration (starts its own emulators)
+	$(PYTEST) tests
+
+unit: install ## Run the unit tests
+	$(PYTEST) tests/unit
+
+integration: install ## Run the integration tests against kinesis-mock + moto on loopback
+	$(PYTEST) tests/integration
+
+localstack-test: install ## Run the integration tests against LocalStack on :4566 if it answers, else ours
+	SPANSTREAM_TARGET=auto $(PYTEST) tests/integration
+
+lint: install ## ruff check, ruff format --check, mypy on spanstream
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+demo: install ## Run the local demo (python -m consumers.local.demo)
+	$(BIN)/python -m consumers.local.demo
+
+bench: install ## Run the benchmarks (python -m bench)
+	$(BIN)/python -m bench
+
+emulators-up: install ## Start the emulators in the background; endpoints in .run/endpoints.env
+	$(BIN)/python -m devenv up --run-dir $(RUN_DIR)
+
+emulators-down: ## Stop what emulators-up started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m devenv down --run-dir $(RUN_DIR); \
+	else echo "no .venv: nothing to stop"; fi
+
+clean: emulators-down ## Remove everything install and the tests made (.venv, .cache, node_modules, .run)
+	rm -rf $(VENV) .cache node_modules $(RUN_DIR) .pytest_cache .mypy_cache \
+		.ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

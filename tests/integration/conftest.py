@@ -1,0 +1,127 @@
+"""Fixtures for tests against real emulators on loopback.
+
+The session starts the backend `devenv.emulators_from_env` picks (our
+kinesis-mock + moto unless ``SPANSTREAM_TARGET`` says otherwise) once; each
+test gets its own stream, table prefix and bucket. If the emulators cannot
+start, every integration test errors: none is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devenv import (
+    Emulators,
+    LocalStack,
+    Resources,
+    create_resources,
+    delete_resources,
+    emulators_from_env,
+    settings_to_env,
+)
+from spanstream.aws import make_client
+from spanstream.config import Settings
+
+INTEGRATION_DIR = Path(__file__).resolve().parent
+DEFAULT_SHARD_COUNT = 4
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration with ``integration``."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def emulators(
+    request: pytest.FixtureRequest,
+) -> Iterator[Emulators | LocalStack]:
+    """Yield the started backend; its logs are in ``.run/pytest-emulators``.
+
+    Also puts its dummy AWS credentials and region into ``os.environ`` for
+    the session, so that boto3 clients (and subprocesses) can sign requests.
+    """
+    run_dir = request.config.rootpath / ".run" / f"pytest-emulators-{os.getpid()}"
+    backend = emulators_from_env(run_dir=run_dir)
+    with pytest.MonkeyPatch.context() as patch, backend:
+        for key, value in backend.settings_env().items():
+            if key.startswith("AWS_"):
+                patch.setenv(key, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield backend
+
+
+@pytest.fixture
+def settings(emulators: Emulators | LocalStack) -> Settings:
+    """Return settings on the emulators with names no other test uses."""
+    suffix = uuid.uuid4().hex[:12]
+    return emulators.settings(
+        stream_name=f"spanstream-test-{suffix}",
+        table_prefix=f"spanstream-test-{suffix}-",
+        bucket=f"spanstream-test-{suffix}",
+    )
+
+
+@pytest.fixture
+def settings_environ(
+    emulators: Emulators | LocalStack, settings: Settings
+) -> dict[str, str]:
+    """Return a full environment for a subprocess that should use ``settings``."""
+    return {**os.environ, **emulators.settings_env(), **settings_to_env(settings)}
+
+
+@pytest.fixture
+def kinesis(settings: Settings) -> Any:
+    """Return a Kinesis client for ``settings``."""
+    return make_client("kinesis", settings)
+
+
+@pytest.fixture
+def dynamodb(settings: Settings) -> Any:
+    """Return a DynamoDB client for ``settings``."""
+    return make_client("dynamodb", settings)
+
+
+@pytest.fixture
+def s3(settings: Settings) -> Any:
+    """Return an S3 client for ``settings``."""
+    return make_client("s3", settings)
+
+
+@pytest.fixture
+def make_resources(
+    settings: Settings, kinesis: Any, dynamodb: Any, s3: Any
+) -> Iterator[Callable[..., Resources]]:
+    """Yield ``make_resources(shard_count=4)``, which creates this test's resources.
+
+    Whatever it created is deleted after the test.
+    """
+    created = False
+
+    def make(shard_count: int = DEFAULT_SHARD_COUNT) -> Resources:
+        nonlocal created
+        created = True
+        return create_resources(settings, kinesis, dynamodb, s3, shard_count)
+
+    yield make
+    if created:
+        delete_resources(settings, kinesis, dynamodb, s3)
+
+
+@pytest.fixture
+def resources(
+    request: pytest.FixtureRequest, make_resources: Callable[..., Resources]
+) -> Resources:
+    """Return this test's stream (4 shards), tables and bucket.
+
+    Another shard count: ``@pytest.mark.parametrize("resources", [2],
+    indirect=True)``.
+    """
+    return make_resources(getattr(request, "param", DEFAULT_SHARD_COUNT))

@@ -1,0 +1,153 @@
+"""The emulators behave like the AWS services spanstream relies on.
+
+Kinesis (kinesis-mock): put, per-shard read-back, resharding. DynamoDB and
+S3 (moto): the tables and bucket `devenv.create_resources` makes are usable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from devenv import Resources
+from spanstream.config import Settings
+
+RECORD_COUNT = 40
+READ_TIMEOUT_SECS = 10.0
+
+
+def _put_records(kinesis: Any, stream_name: str, count: int) -> dict[bytes, str]:
+    """Put ``count`` records with distinct keys; return data -> shard id."""
+    placed = {}
+    for index in range(count):
+        data_bytes = f"record-{index}".encode()
+        response = kinesis.put_record(
+            StreamName=stream_name, Data=data_bytes, PartitionKey=f"key-{index}"
+        )
+        placed[data_bytes] = response["ShardId"]
+    return placed
+
+
+def _read_shard(
+    kinesis: Any, stream_name: str, shard_id: str, expected_count: int
+) -> list[bytes]:
+    """Read a shard from TRIM_HORIZON until ``expected_count`` records or a deadline."""
+    iterator = kinesis.get_shard_iterator(
+        StreamName=stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records_bytes: list[bytes] = []
+    deadline = time.monotonic() + READ_TIMEOUT_SECS
+    while iterator and len(records_bytes) < expected_count:
+        response = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+        records_bytes.extend(record["Data"] for record in response["Records"])
+        iterator = response.get("NextShardIterator")
+        if not response["Records"] and time.monotonic() > deadline:
+            break
+    return records_bytes
+
+
+def _shards(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
+    return list(kinesis.list_shards(StreamName=stream_name)["Shards"])
+
+
+def test_records_round_trip_through_every_shard(
+    kinesis: Any, resources: Resources
+) -> None:
+    # GIVEN a 4-shard stream
+    shard_ids = [shard["ShardId"] for shard in _shards(kinesis, resources.stream_name)]
+    assert len(shard_ids) == 4
+
+    # WHEN records with many partition keys are put
+    placed = _put_records(kinesis, resources.stream_name, RECORD_COUNT)
+
+    # THEN each shard returns exactly the records placed on it, bytes intact
+    assert len(set(placed.values())) > 1, "all keys hashed to one shard"
+    read_back: dict[bytes, str] = {}
+    for shard_id in shard_ids:
+        expected = sorted(data for data, shard in placed.items() if shard == shard_id)
+        records_bytes = _read_shard(
+            kinesis, resources.stream_name, shard_id, len(expected)
+        )
+        assert sorted(records_bytes) == expected
+        read_back.update(dict.fromkeys(records_bytes, shard_id))
+    assert read_back == placed
+
+
+@pytest.mark.parametrize("resources", [1], indirect=True)
+def test_split_shard_makes_two_children(kinesis: Any, resources: Resources) -> None:
+    # GIVEN a 1-shard stream
+    (parent,) = _shards(kinesis, resources.stream_name)
+    hash_range = parent["HashKeyRange"]
+    midpoint = (
+        int(hash_range["StartingHashKey"]) + int(hash_range["EndingHashKey"])
+    ) // 2
+
+    # WHEN the shard is split at the middle of its hash range
+    kinesis.split_shard(
+        StreamName=resources.stream_name,
+        ShardToSplit=parent["ShardId"],
+        NewStartingHashKey=str(midpoint),
+    )
+
+    # THEN the stream becomes ACTIVE with a closed parent and two open children
+    deadline = time.monotonic() + READ_TIMEOUT_SECS
+    shards = _shards(kinesis, resources.stream_name)
+    while len(shards) < 3 and time.monotonic() < deadline:
+        shards = _shards(kinesis, resources.stream_name)
+    by_id = {shard["ShardId"]: shard for shard in shards}
+    closed = by_id[parent["ShardId"]]
+    assert "EndingSequenceNumber" in closed["SequenceNumberRange"]
+    children = [s for s in shards if s.get("ParentShardId") == parent["ShardId"]]
+    assert len(children) == 2
+    assert all("EndingSequenceNumber" not in c["SequenceNumberRange"] for c in children)
+    starts = sorted(int(c["HashKeyRange"]["StartingHashKey"]) for c in children)
+    assert starts == [int(hash_range["StartingHashKey"]), midpoint]
+
+
+def test_dynamodb_tables_store_items(
+    dynamodb: Any, settings: Settings, resources: Resources
+) -> None:
+    # GIVEN the tables from schemas/dynamodb with the test's prefix
+    assert set(resources.table_names) >= {"metrics", "edges", "traces"}
+    table_name = resources.table_names["metrics"]
+    assert table_name == settings.table_name("metrics")
+
+    # WHEN an item is written
+    ddb_item = {"pk": {"S": "tenant#svc"}, "sk": {"S": "60#0"}, "count": {"N": "3"}}
+    dynamodb.put_item(TableName=table_name, Item=ddb_item)
+
+    # THEN it reads back unchanged, and TTL is on for expires_at
+    stored = dynamodb.get_item(
+        TableName=table_name, Key={"pk": ddb_item["pk"], "sk": ddb_item["sk"]}
+    )["Item"]
+    assert stored == ddb_item
+    ttl = dynamodb.describe_time_to_live(TableName=table_name)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+
+
+def test_s3_bucket_stores_objects(s3: Any, resources: Resources) -> None:
+    # GIVEN the archive bucket
+    body_bytes = b"PAR1 not really parquet"
+
+    # WHEN an object is written
+    s3.put_object(Bucket=resources.bucket, Key="archive/a.parquet", Body=body_bytes)
+
+    # THEN it lists and reads back byte for byte
+    listed = s3.list_objects_v2(Bucket=resources.bucket, Prefix="archive/")
+    assert [item["Key"] for item in listed["Contents"]] == ["archive/a.parquet"]
+    got = s3.get_object(Bucket=resources.bucket, Key="archive/a.parquet")
+    assert got["Body"].read() == body_bytes
+
+
+def test_create_resources_is_idempotent(
+    make_resources: Any, kinesis: Any, resources: Resources
+) -> None:
+    # GIVEN resources that exist already
+    # WHEN they are created again
+    again = make_resources()
+
+    # THEN nothing fails and the same stream is returned
+    assert again.stream_arn == resources.stream_arn
+    assert len(_shards(kinesis, resources.stream_name)) == 4
