@@ -1,0 +1,465 @@
+"""Idempotent writes of aggregate deltas and trace summaries to DynamoDB.
+
+DynamoDB can add numbers in place but cannot take a minimum, a maximum or
+merge two sketches, so every aggregate item is written read-merge-put:
+
+1. read every affected item with consistent ``BatchGetItem`` calls;
+2. merge in Python the deltas whose `FlushRange` the item has not seen: the
+   item keeps ``hwm``, shard id -> last applied sequence number, and a delta
+   is already applied when ``hwm[shard] >= last_sequence_number``;
+3. ``PutItem`` the merged item with ``hwm`` advanced, on condition that
+   ``version`` is still what was read (``attribute_not_exists(pk)`` for a
+   new item). When another writer got there first, the put fails with the
+   current item (``ReturnValuesOnConditionCheckFailure``), and the merge is
+   redone on it.
+
+A replayed delta therefore changes nothing, and concurrent writers never lose
+each other's counts. Deltas of several shards for one item become one put.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, NamedTuple
+
+from botocore.exceptions import ClientError
+
+from spanstream.aggregate.types import (
+    AggregateDelta,
+    ColdStartStats,
+    FlushRange,
+    LatencyStats,
+    TraceSummary,
+)
+from spanstream.config import Settings
+from spanstream.errors import SinkError
+from spanstream.sinks import items
+from spanstream.sinks.items import Item
+from spanstream.sinks.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_SECS = 30 * 86_400
+MAX_BATCH_GET_KEYS = 100
+MAX_BATCH_WRITE_ITEMS = 25
+MAX_CONFLICT_RETRIES = 10
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+@dataclass
+class WriteStats:
+    """What a write cost and did; add two with ``+``.
+
+    ``requests`` counts successful API calls by operation; ``read_units``
+    and ``write_units`` sum ``ConsumedCapacity``. A put that lost a version
+    race (``conflicts``) is billed at least one write unit that DynamoDB
+    does not report; neither are throttled attempts counted.
+    """
+
+    requests: Counter[str] = field(default_factory=Counter)
+    read_units: float = 0.0
+    write_units: float = 0.0
+    items_written: int = 0
+    items_unchanged: int = 0
+    deltas_skipped: int = 0
+    conflicts: int = 0
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.requests.values())
+
+    def __add__(self, other: WriteStats) -> WriteStats:
+        return WriteStats(
+            requests=self.requests + other.requests,
+            read_units=self.read_units + other.read_units,
+            write_units=self.write_units + other.write_units,
+            items_written=self.items_written + other.items_written,
+            items_unchanged=self.items_unchanged + other.items_unchanged,
+            deltas_skipped=self.deltas_skipped + other.deltas_skipped,
+            conflicts=self.conflicts + other.conflicts,
+        )
+
+    def count(self, operation: str, response: dict[str, Any]) -> None:
+        """Count one call of ``operation`` and the capacity it reports."""
+        self.requests[operation] += 1
+        consumed = response.get("ConsumedCapacity")
+        if consumed is None:
+            return
+        for entry in consumed if isinstance(consumed, list) else [consumed]:
+            units = float(entry.get("CapacityUnits", 0.0))
+            if operation in ("BatchGetItem", "GetItem", "Query", "Scan"):
+                self.read_units += units
+            else:
+                self.write_units += units
+
+
+class _Layout(NamedTuple):
+    """How one kind of series becomes an item and merges into one."""
+
+    table: str
+    key: Callable[[Any], Item]
+    identity: Callable[[Any], Item]
+    decode: Callable[[Item | None], Any]
+    encode: Callable[[Any], Item]
+    merge: Callable[[Any, Any], Any]
+
+
+def _merge_in_place(state: Any, value: Any) -> Any:
+    state.merge(value)
+    return state
+
+
+_METRICS = _Layout(
+    items.METRICS,
+    items.metric_key,
+    items.metric_identity,
+    lambda item: items.latency_stats(item) if item else LatencyStats(),
+    items.latency_attributes,
+    _merge_in_place,
+)
+_EDGES = _Layout(
+    items.EDGES,
+    items.edge_key,
+    items.edge_identity,
+    lambda item: items.latency_stats(item) if item else LatencyStats(),
+    items.latency_attributes,
+    _merge_in_place,
+)
+_COLD_STARTS = _Layout(
+    items.COLDSTARTS,
+    items.cold_start_key,
+    items.cold_start_identity,
+    lambda item: items.cold_start_stats(item) if item else ColdStartStats(),
+    items.cold_start_attributes,
+    _merge_in_place,
+)
+_LATE = _Layout(
+    items.METRICS,
+    items.late_key,
+    items.late_identity,
+    lambda item: items.late_count(item) if item else 0,
+    items.late_attributes,
+    lambda state, value: state + value,
+)
+
+
+@dataclass
+class _Pending:
+    """One item to update and the delta values (by flush range) to merge in."""
+
+    layout: _Layout
+    table_name: str
+    key: Item
+    series: Any
+    window_start_secs: int
+    contributions: list[tuple[FlushRange, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return items.describe_key(self.table_name, self.key)
+
+
+class AggregateWriter:
+    """Writes `AggregateDelta` values and `TraceSummary` values to DynamoDB.
+
+    ``clock`` (unix seconds) stamps ``updated_unix_millis``; ``expires_at``
+    (the TTL attribute) is the window start plus ``retention_secs``, so it
+    does not depend on when a write happens.
+    """
+
+    def __init__(
+        self,
+        dynamodb_client: Any,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+        retention_secs: int = DEFAULT_RETENTION_SECS,
+    ) -> None:
+        self.client = dynamodb_client
+        self.settings = settings
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self.retention_secs = retention_secs
+        #: everything this writer has done, for benchmarks and metrics
+        self.totals = WriteStats()
+
+    # Aggregates -----------------------------------------------------------
+
+    def write(self, deltas: Sequence[AggregateDelta]) -> WriteStats:
+        """Apply ``deltas`` (any shards, any order of shards) and return the cost.
+
+        Deltas of one shard must come in sequence order, within a call and
+        across calls, as their ranges are applied. Each affected item is read
+        once and put at most once (more only after losing a race to another
+        writer). Raises `SinkError` naming a table and key if an item could
+        not be written; every other item has been written by then, and
+        writing the same deltas again completes the rest without double
+        counting.
+        """
+        pending = self._collect(deltas)
+        stats = WriteStats()
+        if not pending:
+            return stats
+        with ThreadPoolExecutor(
+            self.settings.dynamodb_write_concurrency, thread_name_prefix="ddb"
+        ) as pool:
+            current, read_stats = self._read_all(pool, list(pending.values()))
+            stats += read_stats
+            futures = [
+                pool.submit(self._apply, entry, current.get(item_id))
+                for item_id, entry in pending.items()
+            ]
+            stats += _gather(futures, "aggregate items")
+        self.totals += stats
+        logger.debug(
+            "aggregates: %d items written, %d unchanged, %d requests, %.1f WCU",
+            stats.items_written,
+            stats.items_unchanged,
+            stats.request_count,
+            stats.write_units,
+        )
+        return stats
+
+    def _collect(
+        self, deltas: Iterable[AggregateDelta]
+    ) -> dict[tuple[str, ...], _Pending]:
+        pending: dict[tuple[str, ...], _Pending] = {}
+
+        def add(
+            layout: _Layout, values: dict[Any, Any], flush_range: FlushRange
+        ) -> None:
+            for series, value in values.items():
+                key = layout.key(series)
+                table_name = self.settings.table_name(layout.table)
+                item_id = (table_name, key["pk"]["S"], key["sk"]["S"])
+                entry = pending.get(item_id)
+                if entry is None:
+                    entry = pending[item_id] = _Pending(
+                        layout, table_name, key, series, series.window_start_secs
+                    )
+                entry.contributions.append((flush_range, value))
+
+        for delta in deltas:
+            add(_METRICS, delta.metrics, delta.flush_range)
+            add(_EDGES, delta.edges, delta.flush_range)
+            add(_COLD_STARTS, delta.cold_starts, delta.flush_range)
+            add(_LATE, delta.late, delta.flush_range)
+        return pending
+
+    def _read_all(
+        self, pool: ThreadPoolExecutor, pending: list[_Pending]
+    ) -> tuple[dict[tuple[str, ...], Item], WriteStats]:
+        chunks = [
+            pending[i : i + MAX_BATCH_GET_KEYS]
+            for i in range(0, len(pending), MAX_BATCH_GET_KEYS)
+        ]
+        futures = [pool.submit(self._batch_get, chunk) for chunk in chunks]
+        found: dict[tuple[str, ...], Item] = {}
+        stats = WriteStats()
+        for future in futures:
+            chunk_found, chunk_stats = future.result()
+            found.update(chunk_found)
+            stats += chunk_stats
+        return found, stats
+
+    def _batch_get(
+        self, chunk: list[_Pending]
+    ) -> tuple[dict[tuple[str, ...], Item], WriteStats]:
+        stats = WriteStats()
+        request: dict[str, Any] = {}
+        for entry in chunk:
+            table = request.setdefault(
+                entry.table_name, {"Keys": [], "ConsistentRead": True}
+            )
+            table["Keys"].append(entry.key)
+        what = f"BatchGetItem of {len(chunk)} keys from {sorted(request)}"
+        backoff = self.retry.start(what)
+        found: dict[tuple[str, ...], Item] = {}
+        while request:
+            response = self.retry.call(
+                partial(
+                    self.client.batch_get_item,
+                    RequestItems=request,
+                    ReturnConsumedCapacity="TOTAL",
+                ),
+                what,
+            )
+            stats.count("BatchGetItem", response)
+            for table_name, table_items in response.get("Responses", {}).items():
+                for item in table_items:
+                    found[table_name, item["pk"]["S"], item["sk"]["S"]] = item
+            request = response.get("UnprocessedKeys") or {}
+            if request:
+                backoff.wait(
+                    f"{sum(len(t['Keys']) for t in request.values())} keys unprocessed"
+                )
+        return found, stats
+
+    def _apply(self, entry: _Pending, item: Item | None) -> WriteStats:
+        stats = WriteStats()
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            put_request, skipped = self._merge(entry, item)
+            stats.deltas_skipped = skipped
+            if put_request is None:
+                stats.items_unchanged += 1
+                return stats
+            try:
+                response = self.retry.call(
+                    partial(self.client.put_item, **put_request),
+                    f"PutItem {entry.describe()}",
+                    passthrough=(_CONDITION_FAILED,),
+                )
+            except ClientError as exc:
+                # The put still cost a write; the failure returns the item
+                # as the other writer left it, so no extra read is needed.
+                stats.conflicts += 1
+                stats.requests["PutItem"] += 1
+                logger.debug("version conflict on %s; merging again", entry.describe())
+                item = exc.response.get("Item") or self._get(entry, stats)
+                continue
+            stats.count("PutItem", response)
+            stats.items_written += 1
+            return stats
+        raise SinkError(
+            f"PutItem {entry.describe()}: still conflicting after "
+            f"{MAX_CONFLICT_RETRIES} attempts"
+        )
+
+    def _get(self, entry: _Pending, stats: WriteStats) -> Item | None:
+        response = self.retry.call(
+            lambda: self.client.get_item(
+                TableName=entry.table_name,
+                Key=entry.key,
+                ConsistentRead=True,
+                ReturnConsumedCapacity="TOTAL",
+            ),
+            f"GetItem {entry.describe()}",
+        )
+        stats.count("GetItem", response)
+        item: Item | None = response.get("Item")
+        return item
+
+    def _merge(
+        self, entry: _Pending, item: Item | None
+    ) -> tuple[dict[str, Any] | None, int]:
+        """Return the PutItem request (None if every delta is applied) and skips."""
+        layout = entry.layout
+        marks = items.high_water_marks(item)
+        state = layout.decode(item)
+        applied = skipped = 0
+        for flush_range, value in sorted(
+            entry.contributions, key=lambda c: int(c[0].last_sequence_number)
+        ):
+            seen = marks.get(flush_range.shard_id)
+            if seen is not None and int(seen) >= int(flush_range.last_sequence_number):
+                skipped += 1
+                continue
+            state = layout.merge(state, value)
+            marks[flush_range.shard_id] = flush_range.last_sequence_number
+            applied += 1
+        if not applied:
+            return None, skipped
+        version = items.get_int(item, "version") if item else 0
+        request: dict[str, Any] = {
+            "TableName": entry.table_name,
+            "Item": {
+                **entry.key,
+                **layout.identity(entry.series),
+                **layout.encode(state),
+                "hwm": items.high_water_mark_attribute(marks),
+                "version": items.n(version + 1),
+                "expires_at": items.n(entry.window_start_secs + self.retention_secs),
+                "updated_unix_millis": items.n(int(self.clock() * 1000)),
+            },
+            "ReturnConsumedCapacity": "TOTAL",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if item is None:
+            request["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            request["ConditionExpression"] = "version = :read_version"
+            request["ExpressionAttributeValues"] = {":read_version": items.n(version)}
+        return request, skipped
+
+    # Trace summaries ------------------------------------------------------
+
+    def write_summaries(self, summaries: Sequence[TraceSummary]) -> WriteStats:
+        """Put each summary's full state; returns the cost.
+
+        Puts are idempotent. Of two summaries of one trace in one call, the
+        later in ``summaries`` wins. Raises `SinkError` naming the table if a
+        batch could not be written within the retry deadline.
+        """
+        table_name = self.settings.table_name(items.TRACES)
+        by_key: dict[str, Item] = {}
+        for summary in summaries:
+            expires_at = summary.start_unix_nanos // 1_000_000_000 + self.retention_secs
+            item = items.trace_item(summary, expires_at)
+            by_key[item["pk"]["S"]] = item
+        puts = [{"PutRequest": {"Item": item}} for item in by_key.values()]
+        chunks = [
+            puts[i : i + MAX_BATCH_WRITE_ITEMS]
+            for i in range(0, len(puts), MAX_BATCH_WRITE_ITEMS)
+        ]
+        stats = WriteStats()
+        if not chunks:
+            return stats
+        workers = min(self.settings.dynamodb_write_concurrency, len(chunks))
+        with ThreadPoolExecutor(workers, thread_name_prefix="ddb") as pool:
+            futures = [
+                pool.submit(self._batch_write, table_name, chunk) for chunk in chunks
+            ]
+            stats += _gather(futures, "trace summary batches")
+        stats.items_written = len(puts)
+        self.totals += stats
+        logger.debug(
+            "traces: %d summaries, %d requests, %.1f WCU",
+            len(puts),
+            stats.request_count,
+            stats.write_units,
+        )
+        return stats
+
+    def _batch_write(self, table_name: str, chunk: list[Item]) -> WriteStats:
+        stats = WriteStats()
+        what = f"BatchWriteItem of {len(chunk)} items to {table_name}"
+        backoff = self.retry.start(what)
+        request: dict[str, Any] = {table_name: chunk}
+        while request:
+            response = self.retry.call(
+                partial(
+                    self.client.batch_write_item,
+                    RequestItems=request,
+                    ReturnConsumedCapacity="TOTAL",
+                ),
+                what,
+            )
+            stats.count("BatchWriteItem", response)
+            request = response.get("UnprocessedItems") or {}
+            if request:
+                backoff.wait(f"{len(request.get(table_name, []))} items unprocessed")
+        return stats
+
+
+def _gather(futures: list[Future[WriteStats]], what: str) -> WriteStats:
+    """Return the summed stats, or raise one `SinkError` once all have finished."""
+    stats = WriteStats()
+    failures: list[BaseException] = []
+    for future in futures:
+        exc = future.exception()
+        if exc is None:
+            stats += future.result()
+        else:
+            failures.append(exc)
+    if failures:
+        first = failures[0]
+        detail = str(first) if isinstance(first, SinkError) else type(first).__name__
+        raise SinkError(
+            f"{len(failures)} of {len(futures)} {what} failed; first: {detail}"
+        ) from first
+    return stats

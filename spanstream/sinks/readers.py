@@ -1,0 +1,292 @@
+"""The read side of the sinks, for the demo, dashboards and tests.
+
+Each reader returns typed rows (the aggregate keys of
+`spanstream.aggregate.types` with their stats) decoded from the layout in
+`spanstream.sinks.items`. Time ranges are half-open: ``start <= t < end``,
+in unix seconds (or nanos for traces). Readers page through every result;
+they are meant for one tenant's dashboard or a test, not for bulk export
+(the Parquet archive is for that).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spanstream.aggregate.types import (
+    ColdStartKey,
+    ColdStartStats,
+    EdgeKey,
+    LateKey,
+    LatencyStats,
+    RedKey,
+    TraceSummary,
+)
+from spanstream.config import Settings
+from spanstream.sinks import items
+from spanstream.sinks.archive import ARCHIVE_SCHEMA
+from spanstream.sinks.deadletter import list_dead_letters
+from spanstream.sinks.keys import encode_component, join_key
+
+logger = logging.getLogger(__name__)
+
+
+class MetricRow(NamedTuple):
+    """A RED series in one window; ``hwm`` is shard -> last applied sequence."""
+
+    key: RedKey
+    stats: LatencyStats
+    hwm: dict[str, str]
+
+
+class LateRow(NamedTuple):
+    key: LateKey
+    late_count: int
+
+
+class EdgeRow(NamedTuple):
+    key: EdgeKey
+    stats: LatencyStats
+
+
+class ColdStartRow(NamedTuple):
+    key: ColdStartKey
+    stats: ColdStartStats
+
+
+def _metric_row(item: items.Item) -> MetricRow:
+    return MetricRow(
+        items.metric_series(item),
+        items.latency_stats(item),
+        items.high_water_marks(item),
+    )
+
+
+def _late_row(item: items.Item) -> LateRow:
+    return LateRow(items.late_series(item), items.late_count(item))
+
+
+def _edge_row(item: items.Item) -> EdgeRow:
+    return EdgeRow(items.edge_series(item), items.latency_stats(item))
+
+
+def _cold_start_row(item: items.Item) -> ColdStartRow:
+    return ColdStartRow(items.cold_start_series(item), items.cold_start_stats(item))
+
+
+def _pages(client: Any, operation: str, **kwargs: Any) -> Iterator[items.Item]:
+    for page in client.get_paginator(operation).paginate(**kwargs):
+        yield from page.get("Items", ())
+
+
+def _query_window(
+    client: Any,
+    table_name: str,
+    pk: str,
+    start_secs: int | None,
+    end_secs: int | None,
+    index: str | None = None,
+    pk_name: str = "pk",
+    sk_name: str = "sk",
+    start_label: Callable[[int], str] = items.window_label,
+) -> Iterator[items.Item]:
+    condition = f"{pk_name} = :pk"
+    values: dict[str, Any] = {":pk": items.s(pk)}
+    # A sort key is "<time label>#..." and "<label>#" sorts after "<label>", so
+    # BETWEEN label(start) AND label(end) selects start <= t < end.
+    if start_secs is not None or end_secs is not None:
+        lower = start_label(start_secs) if start_secs is not None else ""
+        upper = start_label(end_secs) if end_secs is not None else "\U0010ffff"
+        condition += f" AND {sk_name} BETWEEN :lower AND :upper"
+        values[":lower"] = items.s(lower)
+        values[":upper"] = items.s(upper)
+    kwargs: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeValues": values,
+    }
+    if index is None:
+        kwargs["ConsistentRead"] = True
+    else:
+        kwargs["IndexName"] = index
+    yield from _pages(client, "query", **kwargs)
+
+
+def read_metrics(
+    dynamodb_client: Any,
+    settings: Settings,
+    tenant: str,
+    service: str,
+    start_secs: int | None = None,
+    end_secs: int | None = None,
+) -> list[MetricRow]:
+    """Return the RED series of one service with window start in [start, end)."""
+    found = _query_window(
+        dynamodb_client,
+        settings.table_name(items.METRICS),
+        join_key(tenant, service),
+        start_secs,
+        end_secs,
+    )
+    return [_metric_row(item) for item in found if not items.is_late_item(item)]
+
+
+def read_late(
+    dynamodb_client: Any,
+    settings: Settings,
+    tenant: str,
+    service: str,
+    start_secs: int | None = None,
+    end_secs: int | None = None,
+) -> list[LateRow]:
+    """Return the late-span counters of one service, by arrival window."""
+    found = _query_window(
+        dynamodb_client,
+        settings.table_name(items.METRICS),
+        join_key(tenant, service),
+        start_secs,
+        end_secs,
+    )
+    return [_late_row(item) for item in found if items.is_late_item(item)]
+
+
+def scan_metrics(dynamodb_client: Any, settings: Settings) -> list[MetricRow]:
+    """Return every RED series of every tenant (a full table scan)."""
+    found = _pages(
+        dynamodb_client, "scan", TableName=settings.table_name(items.METRICS)
+    )
+    return [_metric_row(item) for item in found if not items.is_late_item(item)]
+
+
+def scan_late(dynamodb_client: Any, settings: Settings) -> list[LateRow]:
+    """Return every late-span counter of every tenant (a full table scan)."""
+    found = _pages(
+        dynamodb_client, "scan", TableName=settings.table_name(items.METRICS)
+    )
+    return [_late_row(item) for item in found if items.is_late_item(item)]
+
+
+def read_edges(
+    dynamodb_client: Any,
+    settings: Settings,
+    tenant: str,
+    start_secs: int | None = None,
+    end_secs: int | None = None,
+) -> list[EdgeRow]:
+    """Return a tenant's service graph edges with window start in [start, end)."""
+    found = _query_window(
+        dynamodb_client,
+        settings.table_name(items.EDGES),
+        encode_component(tenant),
+        start_secs,
+        end_secs,
+    )
+    return [_edge_row(item) for item in found]
+
+
+def scan_edges(dynamodb_client: Any, settings: Settings) -> list[EdgeRow]:
+    """Return every edge of every tenant (a full table scan)."""
+    found = _pages(dynamodb_client, "scan", TableName=settings.table_name(items.EDGES))
+    return [_edge_row(item) for item in found]
+
+
+def read_cold_starts(
+    dynamodb_client: Any,
+    settings: Settings,
+    tenant: str,
+    function: str,
+    start_secs: int | None = None,
+    end_secs: int | None = None,
+) -> list[ColdStartRow]:
+    """Return one function's cold start windows with start in [start, end)."""
+    found = _query_window(
+        dynamodb_client,
+        settings.table_name(items.COLDSTARTS),
+        join_key(tenant, function),
+        start_secs,
+        end_secs,
+    )
+    return [_cold_start_row(item) for item in found]
+
+
+def scan_cold_starts(dynamodb_client: Any, settings: Settings) -> list[ColdStartRow]:
+    """Return every cold start window of every tenant (a full table scan)."""
+    found = _pages(
+        dynamodb_client, "scan", TableName=settings.table_name(items.COLDSTARTS)
+    )
+    return [_cold_start_row(item) for item in found]
+
+
+def read_trace(
+    dynamodb_client: Any, settings: Settings, tenant: str, trace_id: str
+) -> TraceSummary | None:
+    """Return the summary of one trace, or None if none was written."""
+    response = dynamodb_client.get_item(
+        TableName=settings.table_name(items.TRACES),
+        Key=items.trace_key(tenant, trace_id),
+        ConsistentRead=True,
+    )
+    item = response.get("Item")
+    return None if item is None else items.trace_summary(item)
+
+
+def query_traces_by_service(
+    dynamodb_client: Any,
+    settings: Settings,
+    tenant: str,
+    service: str,
+    start_unix_nanos: int | None = None,
+    end_unix_nanos: int | None = None,
+) -> list[TraceSummary]:
+    """Return traces whose root is ``service`` and start is in [start, end).
+
+    Uses the ``by_service`` index, which is eventually consistent. Traces
+    whose root span was not seen are under the service ``"unknown"``.
+    """
+    found = _query_window(
+        dynamodb_client,
+        settings.table_name(items.TRACES),
+        items.service_key(tenant, service),
+        start_unix_nanos,
+        end_unix_nanos,
+        index=items.TRACES_BY_SERVICE_INDEX,
+        pk_name="service_key",
+        sk_name="start_key",
+        start_label=items.nanos_label,
+    )
+    return [items.trace_summary(item) for item in found]
+
+
+def read_archive(s3_client: Any, settings: Settings, prefix: str = "") -> pa.Table:
+    """Return every archive object under ``archive_prefix + prefix`` as one table.
+
+    Rows are in key order, then file order. The table has `ARCHIVE_SCHEMA`
+    (partition values are in the keys, not added as columns).
+    """
+    tables = [ARCHIVE_SCHEMA.empty_table()]
+    paginator = s3_client.get_paginator("list_objects_v2")
+    pages = paginator.paginate(
+        Bucket=settings.bucket, Prefix=settings.archive_prefix + prefix
+    )
+    for page in pages:
+        for entry in page.get("Contents", ()):
+            if not entry["Key"].endswith(".parquet"):
+                continue
+            body = s3_client.get_object(Bucket=settings.bucket, Key=entry["Key"])
+            tables.append(pq.read_table(io.BytesIO(body["Body"].read())))
+    return pa.concat_tables(tables)
+
+
+def count_dead_letters(
+    s3_client: Any,
+    settings: Settings,
+    stream: str | None = None,
+    shard_id: str | None = None,
+) -> int:
+    """Return how many dead letters exist (of a stream, or of one shard)."""
+    return sum(1 for _ in list_dead_letters(s3_client, settings, stream, shard_id))
