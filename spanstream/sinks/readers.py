@@ -88,8 +88,8 @@ def _query_window(
     client: Any,
     table_name: str,
     pk: str,
-    start_secs: int | None,
-    end_secs: int | None,
+    start: int | None,
+    end: int | None,
     index: str | None = None,
     pk_name: str = "pk",
     sk_name: str = "sk",
@@ -99,12 +99,16 @@ def _query_window(
     values: dict[str, Any] = {":pk": items.s(pk)}
     # A sort key is "<time label>#..." and "<label>#" sorts after "<label>", so
     # BETWEEN label(start) AND label(end) selects start <= t < end.
-    if start_secs is not None or end_secs is not None:
-        lower = start_label(start_secs) if start_secs is not None else ""
-        upper = start_label(end_secs) if end_secs is not None else "\U0010ffff"
+    if start is not None:
+        values[":lower"] = items.s(start_label(start))
+    if end is not None:
+        values[":upper"] = items.s(start_label(end))
+    if start is not None and end is not None:
         condition += f" AND {sk_name} BETWEEN :lower AND :upper"
-        values[":lower"] = items.s(lower)
-        values[":upper"] = items.s(upper)
+    elif start is not None:
+        condition += f" AND {sk_name} >= :lower"
+    elif end is not None:
+        condition += f" AND {sk_name} < :upper"
     kwargs: dict[str, Any] = {
         "TableName": table_name,
         "KeyConditionExpression": condition,

@@ -279,6 +279,15 @@ def test_readers_return_exactly_what_was_written(
         dynamodb, settings, "acme", "checkout", WINDOW + 60, WINDOW + 120
     )
     assert {row.key.window_start_secs for row in window_two} == {WINDOW + 60}
+    from_two = readers.read_metrics(dynamodb, settings, "acme", "checkout", WINDOW + 60)
+    assert {row.key.window_start_secs for row in from_two} == {
+        WINDOW + 60,
+        WINDOW + 120,
+    }
+    before_two = readers.read_metrics(
+        dynamodb, settings, "acme", "checkout", end_secs=WINDOW + 60
+    )
+    assert {row.key.window_start_secs for row in before_two} == {WINDOW}
     assert {r.key: r.stats for r in readers.scan_metrics(dynamodb, settings)} == metrics
     assert {r.key: r.stats for r in readers.read_edges(dynamodb, settings, "acme")} == (
         edges
