@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from spanfactory import BASE_END_UNIX_NANOS, make_batch, robot_shop_rows
 
-from spanstream.aggregate.shard import ShardAggregator
+from spanstream.aggregate.aggregator import ShardAggregator
 from spanstream.aggregate.types import (
     AggregateDelta,
     ColdStartKey,
