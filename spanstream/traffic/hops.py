@@ -398,7 +398,7 @@ class Calls:
             self.millis(1.5),
             "messaging",
         )
-        producer.messaging_system = "kafka"
+        producer.messaging_system = producer.peer_service = "kafka"
         producer.edge_server, producer.edge_type = consumer_service, "messaging"
         consumer = self.node(
             consumer_service,

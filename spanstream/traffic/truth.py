@@ -11,15 +11,19 @@ The rules, exactly as the enrichment stage implements them:
 
 * tenant: resource attribute ``tenant.id``, else ``"default"``.
 * operation: the span name, except for a SERVER span whose name is only an
-  HTTP method (or empty): then ``"{METHOD} {http.route}"`` when a route is
-  present, else ``"{METHOD} "`` plus the templated path (`template_path`).
+  HTTP method (any case), ``HTTP`` or empty: then ``"{METHOD} {http.route}"``
+  when a route is present, else ``"{METHOD} "`` plus the templated path
+  (`template_path`) of ``url.path``, ``http.target``, ``url.full`` or
+  ``http.url``; METHOD is the method attribute, else the name, upper-cased.
 * is_error: status ERROR, or a SERVER span with HTTP status >= 500, or a
   CLIENT span with HTTP status >= 400, or a span event named ``exception``.
 * status_class: ``"Nxx"`` from the HTTP status code when there is one, else
   the OTel status code name (``UNSET``, ``OK``, ``ERROR``).
 * window_start_secs: ``end_unix_nanos // 1e9 // 60 * 60``.
-* peer service (CLIENT spans): ``peer.service``, else ``server.address`` /
-  ``net.peer.name``, else ``db.system``, else ``messaging.system``.
+* peer service (CLIENT and PRODUCER spans): ``peer.service``, else
+  ``server.address`` / ``net.peer.name``, else ``db.system`` (or
+  ``db.system.name``), else ``messaging.system``.
+* service: resource ``service.name``, else ``unknown_service``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 DEFAULT_TENANT = "default"
+UNKNOWN_SERVICE = "unknown_service"
 TENANT_ATTRIBUTE = "tenant.id"
 WINDOW_SECS = 60
 NANOS_PER_SEC = 1_000_000_000
@@ -89,7 +94,7 @@ def window_start_secs(end_unix_nanos: int, window_secs: int = WINDOW_SECS) -> in
 
 def template_segment(segment: str) -> str:
     """Return the placeholder for one path segment, or the segment itself."""
-    if segment.isdigit() and segment.isascii():
+    if segment.isdigit():
         return "{num}"
     if _UUID.fullmatch(segment):
         return "{uuid}"
@@ -107,6 +112,20 @@ def template_path(path: str) -> str:
     """
     path = path.split("?", 1)[0].split("#", 1)[0]
     return "/".join(template_segment(segment) for segment in path.split("/"))
+
+
+def is_method_only(name: str) -> bool:
+    """Return True if a span name says no more than the HTTP method (or nothing)."""
+    return not name or name == "HTTP" or name.upper() in HTTP_METHODS
+
+
+def path_of(url_or_path: str) -> str:
+    """Return the path of a full URL, or ``url_or_path`` itself."""
+    if "://" not in url_or_path:
+        return url_or_path
+    rest = url_or_path.split("://", 1)[1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
 
 
 def http_method(attributes: Mapping[str, Any]) -> str | None:
@@ -130,18 +149,17 @@ def http_status_code(attributes: Mapping[str, Any]) -> int | None:
 
 def operation_for(name: str, span_kind: str, attributes: Mapping[str, Any]) -> str:
     """Return the operation a span is counted under (see the module rules)."""
-    if span_kind != "SERVER" or (name and name not in HTTP_METHODS):
+    if span_kind != "SERVER" or not is_method_only(name):
         return name
-    method = http_method(attributes) or name
-    if not method:
-        return name
+    method = (http_method(attributes) or name or "HTTP").upper()
     route = attributes.get("http.route")
     if route:
         return f"{method} {route}"
-    path = attributes.get("url.path", attributes.get("http.target"))
-    if not path:
-        return name
-    return f"{method} {template_path(str(path))}"
+    for key in ("url.path", "http.target", "url.full", "http.url"):
+        path = attributes.get(key)
+        if path:
+            return f"{method} {template_path(path_of(str(path)))}"
+    return name or method
 
 
 def is_error_for(
@@ -176,6 +194,7 @@ def peer_service_for(attributes: Mapping[str, Any]) -> str | None:
         "server.address",
         "net.peer.name",
         "db.system",
+        "db.system.name",
         "messaging.system",
     ):
         value = attributes.get(name)
