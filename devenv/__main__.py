@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,11 @@ def serve(run_dir: Path) -> int:
     Writes ``endpoints.env`` and the pid file once they answer and removes
     both on the way out. Returns 1 if they fail to start or one dies.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    # Handlers, not a blocked signal mask: children inherit a mask, and a
+    # moto server with SIGTERM blocked would ignore `stop`.
+    stop_requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signo, _frame: stop_requested.set())
     backend = emulators_from_env(run_dir=run_dir / "emulators")
     try:
         backend.start()
@@ -77,16 +82,12 @@ def serve(run_dir: Path) -> int:
             encoding="utf-8",
         )
         write_env_file(run_dir / ENDPOINTS_FILE, backend.settings_env())
-        while True:
-            caught = signal.sigtimedwait(
-                {signal.SIGTERM, signal.SIGINT}, _HEALTH_CHECK_INTERVAL_SECS
-            )
-            if caught is not None:
-                logger.info("got signal %s; stopping", caught.si_signo)
-                return 0
+        while not stop_requested.wait(_HEALTH_CHECK_INTERVAL_SECS):
             if isinstance(backend, Emulators) and (dead := backend.exit_messages()):
                 print("\n".join(dead), file=sys.stderr)
                 return 1
+        logger.info("asked to stop")
+        return 0
     finally:
         for name in (ENDPOINTS_FILE, PID_FILE):
             (run_dir / name).unlink(missing_ok=True)

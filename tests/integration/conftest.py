@@ -9,6 +9,7 @@ start, every integration test errors: none is skipped.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,7 +49,8 @@ def emulators(
     Also puts its dummy AWS credentials and region into ``os.environ`` for
     the session, so that boto3 clients (and subprocesses) can sign requests.
     """
-    run_dir = request.config.rootpath / ".run" / f"pytest-emulators-{os.getpid()}"
+    run_dir = request.config.rootpath / ".run" / "pytest-emulators"
+    shutil.rmtree(run_dir, ignore_errors=True)  # logs of the previous session
     backend = emulators_from_env(run_dir=run_dir)
     with pytest.MonkeyPatch.context() as patch, backend:
         for key, value in backend.settings_env().items():
