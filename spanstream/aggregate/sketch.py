@@ -197,7 +197,7 @@ class LatencySketch:
             return NotImplemented
         return self.zero_count == other.zero_count and self.bins == other.bins
 
-    __hash__ = None  # type: ignore[assignment]  # mutable; equality is by value
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal by value, unhashable
 
     def __repr__(self) -> str:
         return f"LatencySketch(count={self.count}, buckets={len(self.bins)})"

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gc
+import random
 import tracemalloc
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from spanfactory import BASE_END_UNIX_NANOS, make_batch
+import pytest
+from spanfactory import BASE_END_UNIX_NANOS, make_batch, robot_shop_rows
 
 from spanstream.aggregate.traces import TraceAssembler, TraceOutput
 from spanstream.aggregate.types import EdgeKey, LatencyStats
@@ -282,3 +286,57 @@ def test_fifty_thousand_pending_traces_fit_in_little_memory() -> None:
     assert assembler.pending_trace_count == 50_000
     # about 50 bytes a span and 0.7 KB a trace: ~60 MB; far below 300 MB
     assert held_bytes < 80 * 1024 * 1024, held_bytes
+
+
+ROBOT_SHOP_CSV = (
+    Path(__file__).resolve().parents[3]
+    / "shared/data/real-traces/robot-shop/traces.csv"
+)
+
+
+def naive_edge_counts(rows: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
+    """Count (client, server, type) calls straight from the rule, per span."""
+    by_id = {(row["trace_id"], row["span_id"]): row for row in rows}
+    counts: Counter[tuple[str, str, str]] = Counter()
+    called = set()
+    for row in rows:
+        parent = by_id.get((row["trace_id"], row["parent_span_id"]))
+        expected = {"SERVER": ("CLIENT", "rpc"), "CONSUMER": ("PRODUCER", "messaging")}
+        call = expected.get(row["span_kind"])
+        if parent is not None and call and parent["span_kind"] == call[0]:
+            counts[(parent["service"], row["service"], call[1])] += 1
+            called.add(id(parent))
+    for row in rows:
+        if row["span_kind"] in ("CLIENT", "PRODUCER") and id(row) not in called:
+            for attribute, kind in (
+                ("db_system", "database"),
+                ("messaging_system", "queue"),
+                ("peer_service", "peer"),
+            ):
+                if row.get(attribute):
+                    counts[(row["service"], row[attribute], kind)] += 1
+                    break
+    return counts
+
+
+@pytest.mark.skipif(not ROBOT_SHOP_CSV.exists(), reason="shared data not present")
+def test_robot_shop_capture_in_shuffled_batches() -> None:
+    rows = robot_shop_rows(str(ROBOT_SHOP_CSV))
+    shuffled = rows[:]
+    random.Random(5).shuffle(shuffled)
+    clock = FakeClock()
+    assembler = TraceAssembler(SETTINGS, clock)
+    for start in range(0, len(shuffled), 500):
+        assembler.add(make_batch(shuffled[start : start + 500]))
+    output = idle_poll(assembler, clock)
+    assert len(output.summaries) == len({row["trace_id"] for row in rows})
+    assert sum(summary.span_count for summary in output.summaries) == len(rows)
+    assert sum(summary.error_count for summary in output.summaries) == sum(
+        row["is_error"] for row in rows
+    )
+    edge_counts: Counter[tuple[str, str, str]] = Counter()
+    for key, stats in output.edges.items():
+        edge_counts[(key.client, key.server, key.connection_type)] += stats.count
+    assert edge_counts == naive_edge_counts(rows)
+    assert edge_counts[("cart", "catalogue", "rpc")] > 0
+    assert edge_counts[("catalogue", "mongodb", "database")] > 0
