@@ -15,8 +15,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .cache/stamps
 RUN_DIR := .run
-PIP := $(BIN)/python -m pip --disable-pip-version-check $(if $(CI),--progress-bar off,)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST := $(BIN)/pytest
+
+ifdef CI
+export PIP_PROGRESS_BAR := off
+endif
 
 # amazon-kclpy 3.2.0 needs amazon-kinesis-client(-multilang) 3.5.3, which the
 # Maven repository reachable here does not serve (3.1.3 is the newest
