@@ -239,6 +239,17 @@ def read_trace(
     return None if item is None else items.trace_summary(item)
 
 
+def scan_traces(dynamodb_client: Any, settings: Settings) -> list[TraceSummary]:
+    """Return every trace summary (a full table scan: for tests and small demos)."""
+    found = _pages(
+        dynamodb_client,
+        "scan",
+        TableName=settings.table_name(items.TRACES),
+        ConsistentRead=True,
+    )
+    return [items.trace_summary(item) for item in found]
+
+
 def query_traces_by_service(
     dynamodb_client: Any,
     settings: Settings,

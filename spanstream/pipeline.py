@@ -1,0 +1,299 @@
+"""The core pipeline as the runtimes drive it: one `ShardProcessor` per shard.
+
+A runtime (local runner, KCL record processor, Lambda handler) hands a
+shard's records to `ShardProcessor.process` in sequence order and calls
+`ShardProcessor.flush` every flush interval, at shard end and at shutdown.
+``flush`` makes every effect of the records processed so far durable, in
+this order, and only then returns the sequence number that is safe to
+checkpoint:
+
+1. the span archive objects and the dead letters (S3, deterministic keys);
+2. the shard's aggregate delta (DynamoDB, skipped item by item where the
+   shard's high-water mark shows it was already applied).
+
+Writing the same records again therefore changes nothing, provided the
+flush covers the same range of records: see docs/architecture.md.
+
+Trace-level work (summaries and service graph edges) needs every span of a
+trace in one place, while randomly keyed records scatter a trace over all
+shards. Spans are therefore routed by trace id to a `TraceStage` (in-process
+for the local runner), which owns its own flushes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from spanstream.aggregate.aggregator import ShardAggregator
+from spanstream.aggregate.traces import TraceAssembler
+from spanstream.aggregate.types import AggregateDelta, FlushRange, TraceSummary
+from spanstream.config import Settings
+from spanstream.decode import DecodeStats, RecordDecoder
+from spanstream.model import DeadLetter, KinesisRecord, SpanBatch
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class ArchiveSink(Protocol):
+    def write(self, batch: SpanBatch, flush_range: FlushRange) -> list[str]: ...
+
+
+class DeadLetterSink(Protocol):
+    def write(self, dead_letters: list[DeadLetter]) -> list[str]: ...
+
+
+class AggregateSink(Protocol):
+    def write(self, deltas: list[AggregateDelta]) -> object: ...
+
+    def write_summaries(self, summaries: list[TraceSummary]) -> object: ...
+
+
+@dataclass
+class Sinks:
+    """Where a pipeline's effects go; tests may pass in-memory fakes."""
+
+    archive: ArchiveSink
+    dead_letters: DeadLetterSink
+    aggregates: AggregateSink
+
+
+def make_sinks(settings: Settings, s3_client: Any, dynamodb_client: Any) -> Sinks:
+    """Return the S3 and DynamoDB sinks of ``settings`` on the given clients."""
+    # Imported here so that the pipeline's protocols do not pull in pyarrow
+    # for callers (tests, the Lambda shell's import-time budget) that pass
+    # their own sinks.
+    from spanstream.sinks.archive import ArchiveWriter
+    from spanstream.sinks.deadletter import DeadLetterWriter
+    from spanstream.sinks.dynamodb import AggregateWriter
+
+    return Sinks(
+        archive=ArchiveWriter(s3_client, settings),
+        dead_letters=DeadLetterWriter(s3_client, settings),
+        aggregates=AggregateWriter(dynamodb_client, settings),
+    )
+
+
+class SpanRouter(Protocol):
+    """Receives the spans of every shard, for the trace-level stage."""
+
+    def add(self, batch: SpanBatch) -> None: ...
+
+
+@dataclass
+class FlushResult:
+    """What one `ShardProcessor.flush` made durable."""
+
+    flush_range: FlushRange | None
+    spans: int = 0
+    dead_letters: int = 0
+    archive_keys: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint_sequence_number(self) -> str | None:
+        """The last sequence number whose effects are durable (None: nothing new)."""
+        return self.flush_range.last_sequence_number if self.flush_range else None
+
+
+@dataclass
+class _FlushUnit:
+    """A sealed range of records and every effect computed from it.
+
+    Once sealed, a unit never changes: if writing it fails, the same writes
+    are retried, so a partial write is completed rather than duplicated.
+    """
+
+    flush_range: FlushRange
+    batch: SpanBatch
+    dead_letters: list[DeadLetter]
+    delta: AggregateDelta
+
+
+class ShardProcessor:
+    """Decodes, aggregates and buffers one shard's records until `flush`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stream: str,
+        shard_id: str,
+        sinks: Sinks,
+        router: SpanRouter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stream = stream
+        self.shard_id = shard_id
+        self._sinks = sinks
+        self._router = router
+        self._decoder = RecordDecoder(settings)
+        self._sealed: _FlushUnit | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._aggregator = ShardAggregator(self.settings)
+        self._pending = SpanBatch()
+        self._dead_letters: list[DeadLetter] = []
+        self._first_sequence_number: str | None = None
+        self._last_sequence_number: str | None = None
+
+    @property
+    def decode_stats(self) -> DecodeStats:
+        return self._decoder.stats
+
+    @property
+    def has_pending(self) -> bool:
+        """True when records were processed since the last successful flush."""
+        return self._last_sequence_number is not None or self._sealed is not None
+
+    def process(self, records: list[KinesisRecord]) -> int:
+        """Decode and aggregate ``records`` (in sequence order); return span count.
+
+        Writes nothing; effects are buffered until `flush`. Poison records are
+        set aside as dead letters and never stop the batch.
+        """
+        if not records:
+            return 0
+        batch = SpanBatch()
+        for record in records:
+            self._decoder.decode(record, batch, self._dead_letters)
+        if self._first_sequence_number is None:
+            self._first_sequence_number = records[0].ref.sequence_number
+        self._last_sequence_number = records[-1].ref.sequence_number
+        if batch:
+            self._aggregator.add(batch)
+            self._pending.extend(batch)
+            if self._router is not None:
+                self._router.add(batch)
+        return len(batch)
+
+    def flush(self) -> FlushResult:
+        """Make every buffered effect durable; return what may be checkpointed.
+
+        Raises `spanstream.errors.SinkError` if a write did not become durable.
+        The failed range stays sealed and the next `flush` retries exactly the
+        same writes before it seals anything newer.
+        """
+        result = FlushResult(None)
+        if self._sealed is not None:
+            result = self._write(self._sealed)
+            self._sealed = None
+        if self._last_sequence_number is not None:
+            self._sealed = self._seal()
+            result = self._write(self._sealed)
+            self._sealed = None
+        return result
+
+    def _seal(self) -> _FlushUnit:
+        assert self._first_sequence_number is not None
+        assert self._last_sequence_number is not None
+        flush_range = FlushRange(
+            self.stream,
+            self.shard_id,
+            self._first_sequence_number,
+            self._last_sequence_number,
+        )
+        unit = _FlushUnit(
+            flush_range,
+            self._pending,
+            self._dead_letters,
+            self._aggregator.drain(flush_range),
+        )
+        self._reset()
+        return unit
+
+    def _write(self, unit: _FlushUnit) -> FlushResult:
+        archive_keys: list[str] = []
+        if unit.batch:
+            archive_keys = self._sinks.archive.write(unit.batch, unit.flush_range)
+        if unit.dead_letters:
+            self._sinks.dead_letters.write(unit.dead_letters)
+        if not unit.delta.is_empty():
+            self._sinks.aggregates.write([unit.delta])
+        logger.debug(
+            "flushed %s: %d spans, %d dead letters",
+            unit.flush_range.object_stem(),
+            len(unit.batch),
+            len(unit.dead_letters),
+        )
+        return FlushResult(
+            unit.flush_range,
+            spans=len(unit.batch),
+            dead_letters=len(unit.dead_letters),
+            archive_keys=archive_keys,
+        )
+
+    def discard(self) -> None:
+        """Drop everything buffered without writing (the lease was lost)."""
+        self._sealed = None
+        self._reset()
+
+
+class TraceStage:
+    """Assembles traces from all shards and writes summaries and graph edges.
+
+    ``stage_id`` names this stage's writes: its edge deltas carry a
+    `FlushRange` of shard ``stage_id`` whose sequence number is a strictly
+    growing wall-clock count of nanoseconds, so a retried write of the same
+    delta is applied once and a restarted stage never reuses a number.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        aggregates: AggregateSink,
+        stage_id: str,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._aggregates = aggregates
+        self._stage_id = stage_id
+        self._assembler = TraceAssembler(settings, clock)
+        self._flush_counter = 0
+        self._unwritten: tuple[AggregateDelta | None, list[TraceSummary]] | None = None
+        self.summaries_written = 0
+
+    def add(self, batch: SpanBatch) -> None:
+        self._assembler.add(batch)
+
+    @property
+    def assembler(self) -> TraceAssembler:
+        return self._assembler
+
+    def flush(self, everything: bool = False) -> int:
+        """Write summaries and edges of idle traces (all traces if ``everything``).
+
+        Returns the number of summaries written. If a write fails, what was
+        taken from the assembler is kept and written first by the next call.
+        """
+        if self._unwritten is None:
+            output = (
+                self._assembler.flush_all() if everything else self._assembler.poll()
+            )
+            delta = None
+            if output.edges:
+                # Wall-clock nanoseconds keep growing across restarts, so the
+                # sinks' per-shard high-water mark never mistakes a new delta
+                # of this stage for one it has already applied.
+                self._flush_counter = max(self._flush_counter + 1, time.time_ns())
+                sequence = str(self._flush_counter)
+                delta = AggregateDelta(
+                    FlushRange(
+                        self.settings.stream_name, self._stage_id, sequence, sequence
+                    ),
+                    edges=output.edges,
+                )
+            self._unwritten = (delta, output.summaries)
+        delta, summaries = self._unwritten
+        if delta is not None:
+            self._aggregates.write([delta])
+            self._unwritten = (None, summaries)
+        if summaries:
+            self._aggregates.write_summaries(summaries)
+        self._unwritten = None
+        self.summaries_written += len(summaries)
+        return len(summaries)
