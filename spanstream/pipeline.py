@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from spanstream.aggregate.aggregator import ShardAggregator
 from spanstream.aggregate.traces import TraceAssembler
@@ -61,22 +61,6 @@ class Sinks:
     archive: ArchiveSink
     dead_letters: DeadLetterSink
     aggregates: AggregateSink
-
-
-def make_sinks(settings: Settings, s3_client: Any, dynamodb_client: Any) -> Sinks:
-    """Return the S3 and DynamoDB sinks of ``settings`` on the given clients."""
-    # Imported here so that the pipeline's protocols do not pull in pyarrow
-    # for callers (tests, the Lambda shell's import-time budget) that pass
-    # their own sinks.
-    from spanstream.sinks.archive import ArchiveWriter
-    from spanstream.sinks.deadletter import DeadLetterWriter
-    from spanstream.sinks.dynamodb import AggregateWriter
-
-    return Sinks(
-        archive=ArchiveWriter(s3_client, settings),
-        dead_letters=DeadLetterWriter(s3_client, settings),
-        aggregates=AggregateWriter(dynamodb_client, settings),
-    )
 
 
 class SpanRouter(Protocol):

@@ -136,7 +136,8 @@ def archive_problems(
         )
     if doubled:
         problems.append(
-            f"archive: {len(doubled)} spans archived more than once, e.g. {list(doubled)[:3]}"
+            f"archive: {len(doubled)} spans archived more than once, "
+            f"e.g. {list(doubled)[:3]}"
         )
     return problems
 

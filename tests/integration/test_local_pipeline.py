@@ -26,8 +26,8 @@ from compare import (
 
 from consumers.local.runner import LocalRunner
 from spanstream.config import Settings
-from spanstream.pipeline import make_sinks
 from spanstream.sinks import readers
+from spanstream.sinks.factory import make_sinks
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
 from spanstream.traffic.kinesis import put_records
@@ -63,7 +63,8 @@ def test_every_span_counted_once_across_four_shards(
     )
     elapsed = time.monotonic() - started
     print(
-        f"local runner: {stats.spans} spans from {stats.records} records in {elapsed:.1f} s"
+        f"local runner: {stats.spans} spans from {stats.records} records "
+        f"in {elapsed:.1f} s"
     )
 
     # THEN: nothing lost, nothing counted twice
