@@ -251,3 +251,15 @@ def test_operation_rules() -> None:
     )
     assert operation_for("GET", "CLIENT", route) == "GET"
     assert operation_for("GET /p/:id", "SERVER", route) == "GET /p/:id"
+
+
+def test_tenants_can_be_chosen() -> None:
+    only_default = generate_traces(20, seed=1, now_unix_nanos=NOW_NANOS, tenants=[None])
+    assert {s.truth.tenant for s in iter_spans(only_default)} == {"default"}
+    assert not any(
+        "tenant.id" in s.resource.attributes for s in iter_spans(only_default)
+    )
+    named = generate_traces(40, seed=1, now_unix_nanos=NOW_NANOS, tenants=["x", "y"])
+    assert {t.tenant for t in named} == {"x", "y"}
+    with pytest.raises(ValueError, match="tenant"):
+        generate_traces(1, seed=1, tenants=[])
