@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from spanstream.aggregate.aggregator import ShardAggregator
@@ -76,7 +76,6 @@ class FlushResult:
     flush_range: FlushRange | None
     spans: int = 0
     dead_letters: int = 0
-    archive_keys: list[str] = field(default_factory=list)
 
     @property
     def checkpoint_sequence_number(self) -> str | None:
@@ -163,14 +162,30 @@ class ShardProcessor:
         same writes before it seals anything newer.
         """
         result = FlushResult(None)
-        if self._sealed is not None:
-            result = self._write(self._sealed)
-            self._sealed = None
-        if self._last_sequence_number is not None:
-            self._sealed = self._seal()
-            result = self._write(self._sealed)
-            self._sealed = None
+        while self.has_pending:
+            result = flush_together([self], self._sinks)[self.shard_id]
         return result
+
+    def next_flush_unit(self) -> _FlushUnit | None:
+        """Return the unit the next flush must write (None: nothing to write).
+
+        That is the unit sealed earlier whose write failed, if any (it is
+        written again unchanged); else everything processed since the last
+        flush, sealed now.
+        """
+        if self._sealed is None and self._last_sequence_number is not None:
+            self._sealed = self._seal()
+        return self._sealed
+
+    def flushed(self, unit: _FlushUnit) -> FlushResult:
+        """Record that every effect of ``unit`` is durable; return its result."""
+        if unit is self._sealed:
+            self._sealed = None
+        return FlushResult(
+            unit.flush_range,
+            spans=len(unit.batch),
+            dead_letters=len(unit.dead_letters),
+        )
 
     def _seal(self) -> _FlushUnit:
         assert self._first_sequence_number is not None
@@ -190,31 +205,51 @@ class ShardProcessor:
         self._reset()
         return unit
 
-    def _write(self, unit: _FlushUnit) -> FlushResult:
-        archive_keys: list[str] = []
+    def discard(self) -> None:
+        """Drop everything buffered without writing (the lease was lost)."""
+        self._sealed = None
+        self._reset()
+
+
+def flush_together(
+    processors: list[ShardProcessor], sinks: Sinks
+) -> dict[str, FlushResult]:
+    """Flush several shards' processors with one aggregate write.
+
+    Archive objects and dead letters are written per shard range; the
+    aggregate deltas of all shards go to the aggregate sink in one call, which
+    merges deltas of the same series into one DynamoDB write. With N shards
+    that is up to N times fewer writes than flushing each shard alone, which
+    is what keeps the DynamoDB bill per span low.
+
+    Returns each flushed processor's `FlushResult` by shard id. Raises
+    `spanstream.errors.SinkError` when a write did not become durable; every
+    unit then stays sealed in its processor and is written again, unchanged,
+    by the next flush.
+    """
+    units = [
+        (processor, unit)
+        for processor in processors
+        if (unit := processor.next_flush_unit()) is not None
+    ]
+    for _, unit in units:
         if unit.batch:
-            archive_keys = self._sinks.archive.write(unit.batch, unit.flush_range)
+            sinks.archive.write(unit.batch, unit.flush_range)
         if unit.dead_letters:
-            self._sinks.dead_letters.write(unit.dead_letters)
-        if not unit.delta.is_empty():
-            self._sinks.aggregates.write([unit.delta])
+            sinks.dead_letters.write(unit.dead_letters)
+    deltas = [unit.delta for _, unit in units if not unit.delta.is_empty()]
+    if deltas:
+        sinks.aggregates.write(deltas)
+    results = {}
+    for processor, unit in units:
+        results[processor.shard_id] = processor.flushed(unit)
         logger.debug(
             "flushed %s: %d spans, %d dead letters",
             unit.flush_range.object_stem(),
             len(unit.batch),
             len(unit.dead_letters),
         )
-        return FlushResult(
-            unit.flush_range,
-            spans=len(unit.batch),
-            dead_letters=len(unit.dead_letters),
-            archive_keys=archive_keys,
-        )
-
-    def discard(self) -> None:
-        """Drop everything buffered without writing (the lease was lost)."""
-        self._sealed = None
-        self._reset()
+    return results
 
 
 class TraceStage:

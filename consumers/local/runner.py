@@ -27,7 +27,7 @@ from typing import Any
 
 from spanstream.config import Settings
 from spanstream.model import KinesisRecord, RecordRef
-from spanstream.pipeline import ShardProcessor, Sinks, TraceStage
+from spanstream.pipeline import ShardProcessor, Sinks, TraceStage, flush_together
 
 logger = logging.getLogger(__name__)
 
@@ -221,9 +221,12 @@ class LocalRunner:
         ``everything`` also summarises traces that are not idle yet (used at
         shutdown).
         """
-        for reader in self.readers.values():
-            if reader.processor.has_pending:
-                reader.processor.flush()
+        processors = [
+            r.processor for r in self.readers.values() if r.processor.has_pending
+        ]
+        while processors:
+            flush_together(processors, self._sinks)
+            processors = [p for p in processors if p.has_pending]
         self.trace_stage.flush(everything=everything)
         self.stats.flushes += 1
         self._last_flush = self._clock()
