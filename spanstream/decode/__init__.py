@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from spanstream.config import Settings
+from spanstream.decode import native
 from spanstream.decode.envelope import (
     Compression,
     deaggregate,
@@ -61,11 +62,16 @@ class RecordDecoder:
     """Decodes records into a `SpanBatch`, collecting dead letters.
 
     One decoder is used by one consumer at a time; it keeps only counters.
+    OTLP protobuf payloads go through the compiled extension when
+    `spanstream.decode.native.use_native` says so (``decoder`` overrides
+    ``SPANSTREAM_DECODER``); it raises `ConfigError` for a bad choice.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, decoder: str | None = None) -> None:
         self._settings = settings
         self._extractor = SpanExtractor(settings)
+        self._native_extractor = native.NativeSpanExtractor(settings)
+        self._use_native = native.use_native(decoder)
         self.stats = DecodeStats()
 
     def decode(
@@ -128,7 +134,7 @@ class RecordDecoder:
             message, form = self._parse_json(payload, ref)
             return message, prefix + form
         if payload[0] == _PROTOBUF_FIRST_BYTE:
-            message = _parse_protobuf(payload)
+            message = self._parse_protobuf(payload)
             if message is not None:
                 return message, prefix + "otlp-proto"
         if compression is Compression.NONE:
@@ -140,6 +146,15 @@ class RecordDecoder:
             "payload is not OTLP protobuf, OTLP/JSON or Zipkin JSON, nor gzip, "
             f"zlib, zstd or deflate of them; starts with {payload[:16]!r}",
         )
+
+    def _parse_protobuf(self, payload: bytes) -> Any:
+        # The Python parser decides whatever the extension refuses, so both
+        # paths accept and reject the same payloads.
+        if self._use_native:
+            traces = native.parse_protobuf(payload)
+            if traces is not None:
+                return traces
+        return _parse_protobuf(payload)
 
     def _try_deflate(self, payload: bytes, ref: RecordRef) -> bytes | None:
         try:
@@ -177,10 +192,15 @@ class RecordDecoder:
         )
 
     def _extract(self, pb_traces: Any, ref: RecordRef, batch: SpanBatch) -> int:
-        span_count = sum(
-            len(scope_spans.spans)
-            for resource_spans in pb_traces.resource_spans
-            for scope_spans in resource_spans.scope_spans
+        is_native = native.is_native_traces(pb_traces)
+        span_count = (
+            pb_traces.span_count
+            if is_native
+            else sum(
+                len(scope_spans.spans)
+                for resource_spans in pb_traces.resource_spans
+                for scope_spans in resource_spans.scope_spans
+            )
         )
         if span_count > self._settings.max_spans_per_record:
             raise LimitExceededError(
@@ -189,7 +209,8 @@ class RecordDecoder:
                 f"{self._settings.max_spans_per_record}",
             )
         before = len(batch)
-        extract_stats = self._extractor.extract(pb_traces, ref, batch)
+        extractor = self._native_extractor if is_native else self._extractor
+        extract_stats = extractor.extract(pb_traces, ref, batch)
         if extract_stats.spans == 0 and extract_stats.invalid_spans > 0:
             raise DecodeError(
                 ref,

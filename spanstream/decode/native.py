@@ -1,0 +1,114 @@
+"""The compiled fast path for OTLP protobuf payloads, when it is installed.
+
+`spanstream_native` (built from ``native/``) decodes an
+``ExportTraceServiceRequest`` and appends enriched rows straight to a
+`SpanBatch`'s column lists. It must produce exactly what `SpanExtractor` does;
+the Python path stays the reference, and the tests compare the two.
+
+``SPANSTREAM_DECODER`` chooses: ``auto`` (the default) uses the extension if
+it imports, ``python`` never does, ``native`` requires it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from spanstream.config import ENV_PREFIX, Settings
+from spanstream.enrich.spans import ExtractStats
+from spanstream.errors import ConfigError
+from spanstream.model import RecordRef, SpanBatch
+
+try:
+    import spanstream_native
+except ImportError:  # the extension is optional
+    spanstream_native = None
+
+logger = logging.getLogger(__name__)
+
+DECODER_VARIABLE = ENV_PREFIX + "DECODER"
+DECODERS = ("auto", "python", "native")
+
+
+def is_available() -> bool:
+    """Return True if the compiled extension imported."""
+    return spanstream_native is not None
+
+
+def use_native(
+    decoder: str | None = None, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Return whether protobuf payloads go through the extension.
+
+    ``decoder`` overrides ``SPANSTREAM_DECODER`` from ``environ`` (default
+    ``os.environ``). Raises `ConfigError` for a value other than ``auto``,
+    ``python`` or ``native``, and for ``native`` when the extension is missing.
+    """
+    if decoder is None:
+        environ = os.environ if environ is None else environ
+        decoder = environ.get(DECODER_VARIABLE, "auto")
+    if decoder not in DECODERS:
+        raise ConfigError(
+            f"{DECODER_VARIABLE} must be one of {', '.join(DECODERS)}, got {decoder!r}"
+        )
+    if decoder == "native" and not is_available():
+        raise ConfigError(
+            f"{DECODER_VARIABLE}=native but the spanstream_native extension is not "
+            "installed (pip install ./native)"
+        )
+    return decoder != "python" and is_available()
+
+
+def parse_protobuf(payload: bytes) -> Any:
+    """Return the decoded request, or None if the extension refuses the bytes.
+
+    None means "not an OTLP request with resource spans", as for the Python
+    parser; the caller then asks the Python parser, which has the last word.
+    """
+    try:
+        return spanstream_native.parse(payload)
+    except spanstream_native.ProtobufPayloadError:
+        return None
+
+
+def is_native_traces(pb_traces: Any) -> bool:
+    """Return True for a request decoded by `parse_protobuf`."""
+    return spanstream_native is not None and isinstance(
+        pb_traces, spanstream_native.Traces
+    )
+
+
+class NativeSpanExtractor:
+    """`SpanExtractor.extract` for requests decoded by the extension."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._tenant_attribute = settings.tenant_attribute
+        self._default_tenant = settings.default_tenant
+        self._max_attributes = settings.max_attributes_per_span
+        self._max_value_chars = settings.max_attribute_value_chars
+
+    def extract(self, traces: Any, ref: RecordRef, batch: SpanBatch) -> ExtractStats:
+        """Append every valid span of ``traces`` to ``batch``; return counts.
+
+        Same contract as `SpanExtractor.extract`, rows and counts included.
+        """
+        spans, invalid_spans, dropped, truncated = traces.extract_into(
+            tuple(batch.columns().values()),
+            self._tenant_attribute,
+            self._default_tenant,
+            self._max_attributes,
+            self._max_value_chars,
+            ref.shard_id,
+            ref.sequence_number,
+            ref.sub_sequence_number,
+            ref.arrival_unix_millis,
+        )
+        if invalid_spans:
+            logger.warning(
+                "%s: skipped %d spans with malformed trace, span or parent ids",
+                ref.describe(),
+                invalid_spans,
+            )
+        return ExtractStats(spans, invalid_spans, dropped, truncated)
