@@ -9,14 +9,15 @@ Forms (`Form`):
 * ``otlp-proto-by-trace``: one request per trace, keyed by the trace id.
 * ``otlp-json``: ``otlp-proto`` batching, written as OTLP/JSON.
 * ``gzip``, ``zlib``, ``deflate`` (raw), ``zstd``: one of the three forms
-  above (drawn per group of 10 to 60 traces), compressed. One zstd frame in four is
-  written the streaming way, without the content size in its header.
+  above (drawn per group of 10 to 60 traces), compressed. One zstd frame in
+  four is written the streaming way, without the content size in its header.
 * ``kpl``: ``otlp-proto`` records packed 2 to 8 at a time into KPL
   aggregated records (`aws_kinesis_agg`).
 * ``mixed``: each group of 1 to 40 traces in a form drawn from all the above.
 
-Every span of the input is in exactly one record. A record never exceeds
-``max_record_bytes``: a batch that would is split in halves.
+Every span of the input is in exactly one record. An OTLP payload never
+exceeds ``max_record_bytes`` (a batch that would is split in halves); KPL
+records stay within the aggregator's 1 MiB.
 """
 
 from __future__ import annotations
