@@ -1,0 +1,50 @@
+"""The ``spanstream`` command: one entry point for the runtime shells and tools.
+
+``spanstream local``  run the local runner (``python -m consumers.local``)
+``spanstream demo``   the demo (``python -m consumers.local.demo``)
+``spanstream traffic`` put generated traffic on a stream
+                      (``python -m spanstream.traffic``)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _local(argv: Sequence[str]) -> int:
+    from consumers.local.__main__ import main
+
+    return main(argv)
+
+
+def _demo(argv: Sequence[str]) -> int:
+    from consumers.local.demo import main
+
+    return main(argv)
+
+
+def _traffic(argv: Sequence[str]) -> int:
+    from spanstream.traffic.__main__ import main
+
+    return main(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "local": _local,
+    "demo": _demo,
+    "traffic": _traffic,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``spanstream COMMAND ...``; return the command's exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return COMMANDS[args[0]](args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
