@@ -23,7 +23,7 @@ Rules beyond the per-span ones in `spanstream.traffic.truth`:
 * Traces: keyed (tenant, trace_id); the root is the span without a parent
   (the earliest-starting one if there are several); start is the earliest
   start, end the latest end.
-* Cold starts: SERVER spans of functions (``faas_name`` set), keyed by
+* Cold starts: SERVER and CONSUMER spans (invocations) of functions (``faas_name`` set), keyed by
   (tenant, faas_name, window of the end); cold if ``is_cold_start``.
 """
 
@@ -40,7 +40,7 @@ EdgeTuple = tuple[str, str, str, str, int]
 ColdStartTuple = tuple[str, str, int]
 TraceTuple = tuple[str, str]
 
-INVOCATION_KINDS = ("SERVER",)
+INVOCATION_KINDS = ("SERVER", "CONSUMER")
 
 
 @dataclass
