@@ -23,8 +23,9 @@ Rules beyond the per-span ones in `spanstream.traffic.truth`:
 * Traces: keyed (tenant, trace_id); the root is the span without a parent
   (the earliest-starting one if there are several); start is the earliest
   start, end the latest end.
-* Cold starts: SERVER and CONSUMER spans (invocations) of functions (``faas_name`` set), keyed by
-  (tenant, faas_name, window of the end); cold if ``is_cold_start``.
+* Cold starts: SERVER and CONSUMER spans (invocations) of functions
+  (``faas_name`` set), keyed by (tenant, faas_name, window of the end); cold
+  if ``is_cold_start``.
 """
 
 from __future__ import annotations
