@@ -25,6 +25,10 @@ class Settings:
     """
 
     stream_name: str = "spanstream-spans"
+    #: Stream of spans re-keyed by trace id, for the trace stage of runtimes
+    #: whose processes each see only some shards (KCL, Lambda). Empty: the
+    #: trace stage runs in-process (the local runner).
+    trace_stream_name: str = ""
     bucket: str = "spanstream-archive"
     table_prefix: str = "spanstream-"
     archive_prefix: str = "archive/"
@@ -90,7 +94,9 @@ class Settings:
         for name in positive:
             value = getattr(self, name)
             if value <= 0:
-                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be > 0, got {value!r}")
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()} must be > 0, got {value!r}"
+                )
         if self.allowed_lateness_secs < 0:
             raise ConfigError(
                 f"{ENV_PREFIX}ALLOWED_LATENESS_SECS must be >= 0, "
@@ -128,6 +134,4 @@ def _parse(variable: str, raw: str, kind: type) -> object:
             return float(raw)
         return raw
     except ValueError as exc:
-        raise ConfigError(
-            f"{variable} must be a {kind.__name__}, got {raw!r}"
-        ) from exc
+        raise ConfigError(f"{variable} must be a {kind.__name__}, got {raw!r}") from exc

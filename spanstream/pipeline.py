@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,7 +34,9 @@ from spanstream.aggregate.traces import TraceAssembler
 from spanstream.aggregate.types import AggregateDelta, FlushRange, TraceSummary
 from spanstream.config import Settings
 from spanstream.decode import DecodeStats, RecordDecoder
+from spanstream.errors import RecordError
 from spanstream.model import DeadLetter, KinesisRecord, SpanBatch
+from spanstream.rekey import decode_rekeyed
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +57,22 @@ class AggregateSink(Protocol):
     def write_summaries(self, summaries: list[TraceSummary]) -> object: ...
 
 
+class ForwardSink(Protocol):
+    def write(self, batch: SpanBatch) -> int: ...
+
+
 @dataclass
 class Sinks:
-    """Where a pipeline's effects go; tests may pass in-memory fakes."""
+    """Where a pipeline's effects go; tests may pass in-memory fakes.
+
+    ``forward``, when set, receives every decoded span at flush time for the
+    trace stage of another process (`spanstream.rekey.KinesisForwarder`).
+    """
 
     archive: ArchiveSink
     dead_letters: DeadLetterSink
     aggregates: AggregateSink
+    forward: ForwardSink | None = None
 
 
 class SpanRouter(Protocol):
@@ -71,16 +83,16 @@ class SpanRouter(Protocol):
 
 @dataclass
 class FlushResult:
-    """What one `ShardProcessor.flush` made durable."""
+    """What one flush made durable.
+
+    ``checkpoint_sequence_number`` is the last sequence number a runtime may
+    checkpoint now (None: nothing new may be checkpointed).
+    """
 
     flush_range: FlushRange | None
     spans: int = 0
     dead_letters: int = 0
-
-    @property
-    def checkpoint_sequence_number(self) -> str | None:
-        """The last sequence number whose effects are durable (None: nothing new)."""
-        return self.flush_range.last_sequence_number if self.flush_range else None
+    checkpoint_sequence_number: str | None = None
 
 
 @dataclass
@@ -185,6 +197,7 @@ class ShardProcessor:
             unit.flush_range,
             spans=len(unit.batch),
             dead_letters=len(unit.dead_letters),
+            checkpoint_sequence_number=unit.flush_range.last_sequence_number,
         )
 
     def _seal(self) -> _FlushUnit:
@@ -235,6 +248,8 @@ def flush_together(
     for _, unit in units:
         if unit.batch:
             sinks.archive.write(unit.batch, unit.flush_range)
+            if sinks.forward is not None:
+                sinks.forward.write(unit.batch)
         if unit.dead_letters:
             sinks.dead_letters.write(unit.dead_letters)
     deltas = [unit.delta for _, unit in units if not unit.delta.is_empty()]
@@ -316,3 +331,174 @@ class TraceStage:
         self._unwritten = None
         self.summaries_written += len(summaries)
         return len(summaries)
+
+
+class TraceShardProcessor:
+    """Stage 2: assembles the traces of one shard of the trace stream.
+
+    The trace stream is keyed by trace id, so every span of a trace is on one
+    shard and this processor sees the whole trace. Its clock is the latest
+    arrival time of the records it has read, not the wall clock: replaying
+    the same records makes the same traces idle at the same points, so the
+    same summaries and edges come out.
+
+    ``flush`` writes the summaries and edges of the traces that went idle and
+    returns, as ``checkpoint_sequence_number``, the last record before the
+    first record of any trace still held (pending or retained for late
+    spans): after a crash the next owner replays from there and rebuilds every
+    such trace whole. Edge deltas carry the flush's `FlushRange`, so a replayed
+    flush of the same range is skipped by the sinks' high-water marks;
+    summaries are full-state puts, which a replay rewrites unchanged.
+    """
+
+    def __init__(
+        self, settings: Settings, stream: str, shard_id: str, sinks: Sinks
+    ) -> None:
+        self.settings = settings
+        self.stream = stream
+        self.shard_id = shard_id
+        self._sinks = sinks
+        self._reset()
+
+    def _reset(self) -> None:
+        self._watermark_secs = 0.0
+        self._assembler = TraceAssembler(self.settings, lambda: self._watermark_secs)
+        # (tenant, trace id) -> sequence number (int) of its first record,
+        # ordered by last arrival like the assembler's own retention.
+        self._first_sequence: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._last_arrival: dict[tuple[str, str], float] = {}
+        self._processed: deque[str] = deque()
+        self._dead_letters: list[DeadLetter] = []
+        self._first_sequence_number: str | None = None
+        self._last_sequence_number: str | None = None
+        self._unwritten: tuple[AggregateDelta | None, list[TraceSummary]] | None = None
+        self._processed_any = False
+        self.spans = 0
+
+    @property
+    def has_pending(self) -> bool:
+        """True when records were read since the last flush, or a write failed."""
+        return self._first_sequence_number is not None or self._unwritten is not None
+
+    @property
+    def assembler(self) -> TraceAssembler:
+        return self._assembler
+
+    def process(self, records: list[KinesisRecord]) -> int:
+        """Add the spans of rekeyed ``records``; return how many. Writes nothing."""
+        added = 0
+        for record in records:
+            ref = record.ref
+            try:
+                batch = decode_rekeyed(record)
+            except RecordError as exc:
+                logger.warning("dead-lettering %s", exc)
+                self._dead_letters.append(
+                    DeadLetter(ref, record.data, exc.reason, "decode")
+                )
+                batch = None
+            arrival_secs = ref.arrival_unix_millis / 1000
+            self._watermark_secs = max(self._watermark_secs, arrival_secs)
+            if batch:
+                self._assembler.add(batch)
+                sequence = int(ref.sequence_number)
+                for key in set(zip(batch.tenant, batch.trace_id, strict=True)):
+                    self._first_sequence.setdefault(key, sequence)
+                    self._first_sequence.move_to_end(key)
+                    self._last_arrival[key] = self._watermark_secs
+                added += len(batch)
+            self._processed.append(ref.sequence_number)
+            if self._first_sequence_number is None:
+                self._first_sequence_number = ref.sequence_number
+            self._last_sequence_number = ref.sequence_number
+            self._processed_any = True
+        self.spans += added
+        return added
+
+    def flush(self, everything: bool = False) -> FlushResult:
+        """Write what idle traces produced; return the safe checkpoint.
+
+        ``everything`` summarises every trace, idle or not (at shard end,
+        where the checkpoint must reach the end). Raises `SinkError` if a
+        write failed; the same output is written first by the next flush.
+        """
+        flush_range = None
+        if self._unwritten is None:
+            flush_range = self._next_flush_range(everything)
+        if flush_range is not None:
+            output = (
+                self._assembler.flush_all() if everything else self._assembler.poll()
+            )
+            delta = (
+                AggregateDelta(flush_range, edges=output.edges)
+                if output.edges
+                else None
+            )
+            self._unwritten = (delta, output.summaries)
+            self._first_sequence_number = None
+        if self._unwritten is not None:
+            delta, summaries = self._unwritten
+            if self._dead_letters:
+                self._sinks.dead_letters.write(self._dead_letters)
+                self._dead_letters = []
+            if delta is not None:
+                self._sinks.aggregates.write([delta])
+                self._unwritten = (None, summaries)
+            if summaries:
+                self._sinks.aggregates.write_summaries(summaries)
+            self._unwritten = None
+        self._forget()
+        return FlushResult(
+            flush_range,
+            spans=self.spans,
+            checkpoint_sequence_number=self._safe_checkpoint(),
+        )
+
+    def _next_flush_range(self, everything: bool) -> FlushRange | None:
+        """Return the range the next output is written under (None: nothing new).
+
+        A final flush at shard end may find no new records; its output then
+        goes under the shard id suffixed ``/end`` and the last sequence number,
+        a range no other flush uses and a replay reproduces.
+        """
+        if self._first_sequence_number is not None:
+            assert self._last_sequence_number is not None
+            return FlushRange(
+                self.stream,
+                self.shard_id,
+                self._first_sequence_number,
+                self._last_sequence_number,
+            )
+        if everything and self._assembler.pending_trace_count and self._processed_any:
+            last = self._last_sequence_number
+            assert last is not None
+            return FlushRange(self.stream, f"{self.shard_id}/end", last, last)
+        return None
+
+    def _forget(self) -> None:
+        """Stop tracking traces the assembler no longer holds (same rule)."""
+        retention = self.settings.trace_retention_secs
+        while self._first_sequence:
+            key = next(iter(self._first_sequence))
+            if self._watermark_secs - self._last_arrival[key] < retention:
+                break
+            del self._first_sequence[key]
+            del self._last_arrival[key]
+
+    def _safe_checkpoint(self) -> str | None:
+        """Return the last processed record before any held trace's first."""
+        if self._first_sequence:
+            oldest_needed = min(self._first_sequence.values())
+        else:
+            oldest_needed = None
+        checkpoint = None
+        processed = self._processed
+        while processed and (
+            oldest_needed is None or int(processed[0]) < oldest_needed
+        ):
+            checkpoint = processed.popleft()
+        return checkpoint
+
+    def discard(self) -> None:
+        """Drop everything held without writing (the lease was lost)."""
+        self._reset()

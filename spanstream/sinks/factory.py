@@ -6,15 +6,31 @@ from typing import Any
 
 from spanstream.config import Settings
 from spanstream.pipeline import Sinks
+from spanstream.rekey import KinesisForwarder
 from spanstream.sinks.archive import ArchiveWriter
 from spanstream.sinks.deadletter import DeadLetterWriter
 from spanstream.sinks.dynamodb import AggregateWriter
 
 
-def make_sinks(settings: Settings, s3_client: Any, dynamodb_client: Any) -> Sinks:
-    """Return the S3 archive, S3 dead-letter and DynamoDB aggregate sinks."""
+def make_sinks(
+    settings: Settings,
+    s3_client: Any,
+    dynamodb_client: Any,
+    kinesis_client: Any | None = None,
+) -> Sinks:
+    """Return the S3 archive, S3 dead-letter and DynamoDB aggregate sinks.
+
+    With ``settings.trace_stream_name`` set, spans are also forwarded to that
+    stream for the trace stage (``kinesis_client`` is then required).
+    """
+    forward = None
+    if settings.trace_stream_name:
+        if kinesis_client is None:
+            raise ValueError("forwarding to the trace stream needs a Kinesis client")
+        forward = KinesisForwarder(kinesis_client, settings)
     return Sinks(
         archive=ArchiveWriter(s3_client, settings),
         dead_letters=DeadLetterWriter(s3_client, settings),
         aggregates=AggregateWriter(dynamodb_client, settings),
+        forward=forward,
     )

@@ -22,7 +22,7 @@ from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.traffic.encode import Form, encode_labelled_records
 from spanstream.traffic.generator import DEFAULT_TENANTS, TrafficGenerator
-from spanstream.traffic.kinesis import put_records
+from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.poison import poison_records
 
 logger = logging.getLogger("spanstream.traffic")

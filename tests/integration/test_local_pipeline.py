@@ -30,7 +30,7 @@ from spanstream.sinks import readers
 from spanstream.sinks.factory import make_sinks
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
-from spanstream.traffic.kinesis import put_records
+from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.model import truths
 from spanstream.traffic.poison import poison_records
 from spanstream.traffic.reference import expected

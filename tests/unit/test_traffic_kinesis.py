@@ -8,7 +8,7 @@ import pytest
 from spanstream.traffic.__main__ import parse_args, send
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_traces
-from spanstream.traffic.kinesis import (
+from spanstream.sinks.kinesis import (
     MAX_BATCH_BYTES,
     PutRecordsError,
     batches,

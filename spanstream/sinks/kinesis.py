@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from spanstream.errors import SpanstreamError
+from spanstream.errors import SinkError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ RETRYABLE_ENTRY_ERRORS = frozenset(
 )
 
 
-class PutRecordsError(SpanstreamError):
+class PutRecordsError(SinkError):
     """Records could not be put on the stream; says how many and why."""
 
 

@@ -1,0 +1,162 @@
+"""Re-keying spans by trace id, for trace-level aggregates across processes.
+
+Records keyed randomly scatter one trace over every shard, but trace
+summaries and client/server pairing need all of a trace's spans in one
+place. When shards are read by many processes (KCL workers, Lambda
+invocations), stage 1 forwards every span it decodes, in a compact form, to a
+second stream (``Settings.trace_stream_name``) with the trace id as partition
+key. Kinesis then puts all spans of a trace on one shard of that stream, and
+stage 2 (`spanstream.pipeline.TraceShardProcessor`) assembles traces there.
+
+A rekeyed record holds the spans of one trace from one flush: a zlib-
+compressed JSON document ``{"v": 1, "spans": [[...], ...]}`` whose rows have
+the fields of `REKEYED_FIELDS`, the columns the trace stage reads. Stage 1
+replays forward the same spans again; stage 2 counts each span id once.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import defaultdict
+from typing import Any
+
+from spanstream.config import Settings
+from spanstream.errors import DecodeError
+from spanstream.model import SPAN_COLUMNS, KinesisRecord, SpanBatch
+from spanstream.sinks.kinesis import MAX_RECORD_BYTES, put_records
+
+FORMAT_VERSION = 1
+REKEYED_FIELDS = (
+    "tenant",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service",
+    "operation",
+    "span_kind",
+    "start_unix_nanos",
+    "end_unix_nanos",
+    "duration_nanos",
+    "is_error",
+    "is_cold_start",
+    "db_system",
+    "messaging_system",
+    "peer_service",
+)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "start_unix_nanos": (int,),
+    "end_unix_nanos": (int,),
+    "duration_nanos": (int,),
+    "is_error": (bool,),
+    "is_cold_start": (bool,),
+    "parent_span_id": (str, type(None)),
+    "db_system": (str, type(None)),
+    "messaging_system": (str, type(None)),
+    "peer_service": (str, type(None)),
+}
+#: What the columns the trace stage does not read hold in a decoded batch.
+_NEUTRAL: dict[str, Any] = {
+    "span_name": "",
+    "status_code": "UNSET",
+    "event_count": 0,
+    "source_sub_sequence_number": 0,
+}
+
+
+def rekey_records(batch: SpanBatch) -> list[tuple[str, bytes]]:
+    """Return ``(trace_id, record_bytes)`` records holding every row of ``batch``.
+
+    One record per trace; a trace too large for one Kinesis record is split
+    over several with the same partition key (so they land on one shard).
+    """
+    columns = [getattr(batch, name) for name in REKEYED_FIELDS]
+    by_trace: dict[str, list[list[Any]]] = defaultdict(list)
+    for row in zip(*columns, strict=True):
+        by_trace[row[1]].append(list(row))
+    records = []
+    for trace_id, rows in by_trace.items():
+        records.extend((trace_id, data) for data in _encode_rows(rows))
+    return records
+
+
+def _encode_rows(rows: list[list[Any]]) -> list[bytes]:
+    data = zlib.compress(
+        json.dumps({"v": FORMAT_VERSION, "spans": rows}, separators=(",", ":")).encode()
+    )
+    if len(data) <= MAX_RECORD_BYTES or len(rows) == 1:
+        return [data]
+    middle = len(rows) // 2
+    return _encode_rows(rows[:middle]) + _encode_rows(rows[middle:])
+
+
+def decode_rekeyed(record: KinesisRecord) -> SpanBatch:
+    """Return the spans of a rekeyed record as a `SpanBatch`.
+
+    Only the `REKEYED_FIELDS` columns carry data; the others hold neutral
+    values. Raises `DecodeError` naming the record if it is not a rekeyed
+    record this version wrote.
+    """
+    try:
+        document = json.loads(zlib.decompress(record.data))
+    except (zlib.error, ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(record.ref, f"not a rekeyed span record: {exc}") from exc
+    if not isinstance(document, dict) or document.get("v") != FORMAT_VERSION:
+        raise DecodeError(
+            record.ref, f"rekeyed record of an unknown format: {str(document)[:60]!r}"
+        )
+    rows = document.get("spans")
+    if not isinstance(rows, list) or not all(
+        isinstance(row, list) and len(row) == len(REKEYED_FIELDS) for row in rows
+    ):
+        raise DecodeError(record.ref, "rekeyed record's spans are not rows of fields")
+    batch = SpanBatch()
+    for index, name in enumerate(REKEYED_FIELDS):
+        column = [row[index] for row in rows]
+        expected = _FIELD_TYPES.get(name, (str,))
+        if not all(type(value) in expected for value in column):
+            raise DecodeError(record.ref, f"rekeyed field {name!r} has wrong types")
+        getattr(batch, name).extend(column)
+    _fill_other_columns(batch, record)
+    return batch
+
+
+def _fill_other_columns(batch: SpanBatch, record: KinesisRecord) -> None:
+    count = len(batch.span_id)
+    ref = record.ref
+    from_record = {
+        "source_shard_id": ref.shard_id,
+        "source_sequence_number": ref.sequence_number,
+        "arrival_unix_millis": ref.arrival_unix_millis,
+    }
+    for name, kind in SPAN_COLUMNS.items():
+        if name in REKEYED_FIELDS:
+            continue
+        column = getattr(batch, name)
+        if kind == "map<string,string>":
+            column.extend({} for _ in range(count))
+        else:
+            value = from_record.get(name, _NEUTRAL.get(name))
+            column.extend([value] * count)
+
+
+class KinesisForwarder:
+    """Stage 1's forward sink: puts a batch's spans on the trace stream."""
+
+    def __init__(self, kinesis_client: Any, settings: Settings) -> None:
+        if not settings.trace_stream_name:
+            raise ValueError("KinesisForwarder needs Settings.trace_stream_name")
+        self._kinesis = kinesis_client
+        self._stream_name = settings.trace_stream_name
+        self.records_put = 0
+
+    def write(self, batch: SpanBatch) -> int:
+        """Put every span of ``batch`` on the trace stream; return records put.
+
+        Raises `spanstream.sinks.kinesis.PutRecordsError` (a `SinkError`) if
+        some records could not be put.
+        """
+        records = rekey_records(batch)
+        put = put_records(self._kinesis, self._stream_name, records)
+        self.records_put += put
+        return put
