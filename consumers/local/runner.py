@@ -32,7 +32,9 @@ from spanstream.pipeline import ShardProcessor, Sinks, TraceStage, flush_togethe
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-GET_RECORDS_LIMIT = 10_000
+#: Small pages keep the shards' read positions (and so their event time) close
+#: together, which the trace stage's clock depends on.
+GET_RECORDS_LIMIT = 1_000
 
 
 @dataclass
@@ -47,6 +49,8 @@ class ShardReader:
     records_read: int = 0
     last_sequence_number: str | None = None
     millis_behind_latest: int = 0
+    #: Latest record arrival time read from this shard (unix seconds).
+    arrival_watermark_secs: float = 0.0
 
 
 @dataclass
@@ -95,8 +99,12 @@ class LocalRunner:
         self._clock = clock
         self._start_at_latest = start_at_latest
         self._poll_interval_secs = poll_interval_secs
+        self._wall_clock = time.time
         self.trace_stage = TraceStage(
-            settings, sinks.aggregates, stage_id="trace-stage-local", clock=clock
+            settings,
+            sinks.aggregates,
+            stage_id="trace-stage-local",
+            clock=self.event_time_secs,
         )
         self.readers: dict[str, ShardReader] = {}
         self._finished: set[str] = set()
@@ -144,6 +152,24 @@ class LocalRunner:
             for parent in reader.parent_ids
         )
 
+    def event_time_secs(self) -> float:
+        """Return how far every shard has been read, as an arrival time.
+
+        The trace stage judges a trace idle by this clock: a trace is idle
+        only once every shard has been read past its last span's arrival plus
+        the idle time, however unevenly the shards progress. A shard that is
+        caught up (or ended) does not hold the clock back: it counts as now.
+        """
+        now = self._wall_clock()
+        behind = [
+            reader.arrival_watermark_secs
+            for reader in self.readers.values()
+            if not reader.ended
+            and self._is_ready(reader)
+            and (reader.iterator is None or reader.millis_behind_latest > 0)
+        ]
+        return min(behind, default=now)
+
     def _iterator_for(self, reader: ShardReader) -> str:
         kwargs: dict[str, Any] = {
             "StreamName": self.settings.stream_name,
@@ -186,6 +212,10 @@ class LocalRunner:
             self.stats.records += len(records)
             reader.records_read += len(records)
             reader.last_sequence_number = records[-1].ref.sequence_number
+            reader.arrival_watermark_secs = max(
+                reader.arrival_watermark_secs,
+                records[-1].ref.arrival_unix_millis / 1000,
+            )
         reader.millis_behind_latest = response.get("MillisBehindLatest", 0)
         reader.iterator = response.get("NextShardIterator")
         if reader.iterator is None:
