@@ -415,13 +415,21 @@ class TraceShardProcessor:
         self.spans += added
         return added
 
-    def flush(self, everything: bool = False) -> FlushResult:
+    def flush(
+        self, everything: bool = False, clock_secs: float | None = None
+    ) -> FlushResult:
         """Write what idle traces produced; return the safe checkpoint.
 
         ``everything`` summarises every trace, idle or not (at shard end,
-        where the checkpoint must reach the end). Raises `SinkError` if a
+        where the checkpoint must reach the end). ``clock_secs`` moves the
+        clock forward when the shard is caught up and no newer records will
+        advance it (a quiet stream would otherwise hold traces forever); a
+        runtime that replays flushes must record the value it passed with the
+        flush range and pass the same value again. Raises `SinkError` if a
         write failed; the same output is written first by the next flush.
         """
+        if clock_secs is not None:
+            self._watermark_secs = max(self._watermark_secs, clock_secs)
         flush_range = None
         if self._unwritten is None:
             flush_range = self._next_flush_range(everything)

@@ -74,7 +74,7 @@ def rekey_records(batch: SpanBatch) -> list[tuple[str, bytes]]:
     by_trace: dict[str, list[list[Any]]] = defaultdict(list)
     for row in zip(*columns, strict=True):
         by_trace[row[1]].append(list(row))
-    records = []
+    records: list[tuple[str, bytes]] = []
     for trace_id, rows in by_trace.items():
         records.extend((trace_id, data) for data in _encode_rows(rows))
     return records

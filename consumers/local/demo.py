@@ -29,9 +29,9 @@ from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.sinks import readers
 from spanstream.sinks.factory import make_sinks
+from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
-from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.poison import poison_records
 from spanstream.traffic.real import zipkin_records
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 from spanstream.aws import make_client
 from spanstream.config import Settings
+from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.encode import Form, encode_labelled_records
 from spanstream.traffic.generator import DEFAULT_TENANTS, TrafficGenerator
-from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.poison import poison_records
 
 logger = logging.getLogger("spanstream.traffic")

@@ -28,9 +28,9 @@ from consumers.local.runner import LocalRunner
 from spanstream.config import Settings
 from spanstream.sinks import readers
 from spanstream.sinks.factory import make_sinks
+from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
-from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.model import truths
 from spanstream.traffic.poison import poison_records
 from spanstream.traffic.reference import expected

@@ -93,7 +93,7 @@ def trace_stream(seed: int) -> tuple[list[KinesisRecord], list]:  # type: ignore
     traces = generate_traces(120, seed, now_unix_nanos=NOW_NANOS)
     batch = decoded_batch(0, seed)
     decoder = RecordDecoder(Settings())
-    for index, (key, data) in enumerate(encode_records(traces, Form.OTLP_PROTO, seed)):
+    for index, (_, data) in enumerate(encode_records(traces, Form.OTLP_PROTO, seed)):
         decoder.decode(
             KinesisRecord(data, RecordRef("s", "p", str(index + 1))), batch, []
         )

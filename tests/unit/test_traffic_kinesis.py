@@ -5,15 +5,15 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from spanstream.traffic.__main__ import parse_args, send
-from spanstream.traffic.encode import Form, encode_records
-from spanstream.traffic.generator import generate_traces
 from spanstream.sinks.kinesis import (
     MAX_BATCH_BYTES,
     PutRecordsError,
     batches,
     put_records,
 )
+from spanstream.traffic.__main__ import parse_args, send
+from spanstream.traffic.encode import Form, encode_records
+from spanstream.traffic.generator import generate_traces
 
 
 class FakeKinesis:
