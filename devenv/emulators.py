@@ -151,8 +151,8 @@ class _ServerProcess:
                 logger.debug("%s stopped (%s)", self.name, sig.name)
                 return
             except subprocess.TimeoutExpired:
-                logger.warning(
-                    "%s did not exit %.1fs after %s", self.name, timeout_secs, sig.name
+                logger.info(
+                    "%s still running %.1fs after %s", self.name, timeout_secs, sig.name
                 )
 
 
@@ -227,7 +227,10 @@ class _Backend(abc.ABC):
 class Emulators(_Backend):
     """kinesis-mock and a moto server on free loopback ports, for one session.
 
-    Use as a context manager, or call `start` and `stop`. Logs go to
+    Use as a context manager, or call `start` and `stop`. On `stop` each
+    server gets SIGTERM, then SIGKILL after ``stop_timeout_secs``: the moto
+    server waits for its clients' idle keep-alive connections to close, which
+    they may never do, and both hold their data in memory only. Logs go to
     ``<run_dir>/kinesis-mock.log`` and ``<run_dir>/moto.log``; the run dir is
     a new temporary directory unless given, and is kept after `stop`.
     """
@@ -238,7 +241,7 @@ class Emulators(_Backend):
         *,
         region: str = "us-east-1",
         start_timeout_secs: float = 60.0,
-        stop_timeout_secs: float = 10.0,
+        stop_timeout_secs: float = 3.0,
         kinesis_mock_env: Mapping[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
