@@ -77,7 +77,10 @@ class SpansStage:
         plan = plan_batch(batch.records, None)
         try:
             mark = self.checkpoints.read(batch.stream, batch.shard_id)
-            plan = plan_batch(batch.records, mark.unit)
+            # With a window, a unit is complete only once Lambda keeps the
+            # state it was merged into, which the handler cannot know.
+            done = mark.done_through if window is None else None
+            plan = plan_batch(batch.records, mark.unit, done)
             outcome.count("DuplicateRecords", len(plan.duplicates))
             if plan.redo:
                 assert mark.unit is not None
@@ -89,6 +92,10 @@ class SpansStage:
             if window is not None:
                 assert batch.window is not None
                 outcome.state = self._close(batch, batch.window, mark, window, outcome)
+            elif mark.unit is not None and (plan.redo or plan.fresh):
+                # Later deliveries of these records can now be dropped
+                # instead of redone.
+                self.checkpoints.write(mark, done_through=mark.unit.last)
         except EFFECT_ERRORS as exc:
             outcome.failed_from = plan.first_effective_sequence_number
             outcome.error = exc

@@ -4,10 +4,11 @@ A *unit* is a range of one shard's records whose effects are made durable
 together, under keys derived from the range. A batch of an invocation falls
 into three parts relative to the shard's last started unit (`ShardMark.unit`):
 
-* records before it: durable already (a duplicate delivery), dropped;
-* records inside it: that unit is redone, exactly, with all of its records
-  (read back from the stream when the batch holds only some of them, as a
-  bisected batch does);
+* records before it, or inside it once it is marked done: durable already
+  (a duplicate delivery), dropped;
+* records inside it otherwise: that unit is redone, exactly, with all of
+  its records (read back from the stream when the batch holds only some of
+  them, as a bisected batch does);
 * records after it: a new unit.
 """
 
@@ -49,16 +50,25 @@ class BatchPlan:
         return None
 
 
-def plan_batch(records: list[KinesisRecord], unit: SequenceRange | None) -> BatchPlan:
-    """Split ``records`` (one shard, in sequence order) around ``unit``."""
+def plan_batch(
+    records: list[KinesisRecord],
+    unit: SequenceRange | None,
+    done_through: str | None = None,
+) -> BatchPlan:
+    """Split ``records`` (one shard, in sequence order) around ``unit``.
+
+    Records up to ``done_through`` are duplicates even inside ``unit``: its
+    effects are known to be durable, so it needs no redo.
+    """
     plan = BatchPlan()
     if unit is None:
         plan.fresh = list(records)
         return plan
     first, last = int(unit.first), int(unit.last)
+    done = int(done_through) if done_through is not None else -1
     for record in records:
         sequence = int(record.ref.sequence_number)
-        if sequence < first:
+        if sequence < first or sequence <= done:
             plan.duplicates.append(record)
         elif sequence <= last:
             plan.redo.append(record)

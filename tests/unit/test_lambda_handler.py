@@ -135,6 +135,43 @@ def test_a_bisected_half_redoes_the_whole_unit_read_from_the_stream() -> None:
         assert aws.snapshot() == expected
 
 
+def test_a_completed_unit_delivered_again_in_part_is_dropped_unread() -> None:
+    expected = clean_run(300, 8)
+    with fake_aws() as aws:
+        records = fresh_records(aws, spans=300, seed=8)
+        kinesis = FailingCalls(aws.kinesis, "get_shard_iterator", "get_records")
+        handler = aws.handler(kinesis=kinesis)
+        # GIVEN a batch whose effects all became durable (the response was
+        # then lost, so Lambda delivers it again, bisected)
+        assert aws.invoke(handler, spans_event(records, aws.stream_arn)) == {
+            "batchItemFailures": []
+        }
+        # WHEN a half of it comes again, while the stream cannot be read
+        middle = len(records) // 2
+        for half in (records[middle:], records[:middle]):
+            response = aws.invoke(handler, spans_event(half, aws.stream_arn))
+            # THEN it is a duplicate: nothing is redone, nothing is read back
+            assert response == {"batchItemFailures": []}
+        assert kinesis.failed == 0
+        assert aws.snapshot() == expected
+
+
+def test_an_unfinished_unit_delivered_in_part_is_redone_from_the_stream() -> None:
+    with fake_aws() as aws:
+        records = fresh_records(aws, spans=300, seed=8)
+        s3 = FailingCalls(aws.s3, "put_object")
+        kinesis = FailingCalls(aws.kinesis, "get_shard_iterator", "get_records")
+        handler = aws.handler(s3=s3, kinesis=kinesis)
+        assert failed_from(aws.invoke(handler, spans_event(records, aws.stream_arn)))
+        s3.failing = False
+        # WHEN a part of the unfinished unit comes while the stream is unreadable
+        half = records[: len(records) // 2]
+        response = aws.invoke(handler, spans_event(half, aws.stream_arn))
+        # THEN the unit is not taken for done: the half is reported for a retry
+        assert kinesis.failed > 0
+        assert failed_from(response)[0] == half[0].ref.sequence_number
+
+
 def test_records_after_the_unit_form_a_new_unit_after_the_redo() -> None:
     with fake_aws() as aws:
         records = fresh_records(aws, spans=400, seed=3)
