@@ -42,8 +42,7 @@ from typing import Any
 
 from consumers.aws_lambda.records import event_record
 from consumers.aws_lambda.settings import LAMBDA_STATE_LIMIT_BYTES
-from consumers.aws_lambda.units import arrival_unix_millis
-from spanstream.model import KinesisRecord, RecordRef
+from consumers.getrecords import to_kinesis_record
 
 logger = logging.getLogger(__name__)
 
@@ -225,17 +224,7 @@ class LocalEventSourceMapping:
             shard.ended = True
 
     def _event_record(self, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        kinesis_record = KinesisRecord(
-            record["Data"],
-            RecordRef(
-                self.stream_name,
-                shard_id,
-                record["SequenceNumber"],
-                0,
-                record.get("PartitionKey", ""),
-                arrival_unix_millis(record),
-            ),
-        )
+        kinesis_record = to_kinesis_record(self.stream_name, shard_id, record)
         return event_record(kinesis_record, self.stream_arn, self._region)
 
     # -- batches -----------------------------------------------------------

@@ -20,8 +20,9 @@ from functools import partial
 from typing import Any
 
 from consumers.aws_lambda.checkpoints import SequenceRange
+from consumers.getrecords import to_kinesis_record
 from spanstream.errors import SinkError
-from spanstream.model import KinesisRecord, RecordRef
+from spanstream.model import KinesisRecord
 from spanstream.sinks.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -92,29 +93,6 @@ def unit_of(records: list[KinesisRecord]) -> SequenceRange:
     )
 
 
-def arrival_unix_millis(record: dict[str, Any]) -> int:
-    """Return a GetRecords record's arrival time in whole milliseconds."""
-    arrival = record.get("ApproximateArrivalTimestamp")
-    return round(arrival.timestamp() * 1000) if arrival is not None else 0
-
-
-def from_get_records(
-    stream: str, shard_id: str, record: dict[str, Any]
-) -> KinesisRecord:
-    """Return a GetRecords response record as the handler would have seen it."""
-    return KinesisRecord(
-        record["Data"],
-        RecordRef(
-            stream,
-            shard_id,
-            record["SequenceNumber"],
-            0,
-            record.get("PartitionKey", ""),
-            arrival_unix_millis(record),
-        ),
-    )
-
-
 class StreamReader:
     """Reads ranges of a shard with GetShardIterator and GetRecords."""
 
@@ -178,7 +156,7 @@ class StreamReader:
             for record in page["Records"]:
                 if int(record["SequenceNumber"]) > last:
                     return records
-                records.append(from_get_records(stream, shard_id, record))
+                records.append(to_kinesis_record(stream, shard_id, record))
             if records and records[-1].ref.sequence_number == through:
                 return records
             if not page["Records"] and not page.get("MillisBehindLatest"):

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers.getrecords import to_kinesis_record
 from spanstream.config import Settings
-from spanstream.model import KinesisRecord, RecordRef
 from spanstream.pipeline import ShardProcessor, Sinks, TraceStage, flush_together
 
 logger = logging.getLogger(__name__)
@@ -60,25 +60,6 @@ class RunnerStats:
     flushes: int = 0
     get_records_calls: int = 0
     shards_ended: list[str] = field(default_factory=list)
-
-
-def to_kinesis_record(
-    stream: str, shard_id: str, record: dict[str, Any]
-) -> KinesisRecord:
-    """Return a GetRecords response record as a `KinesisRecord`."""
-    arrival = record.get("ApproximateArrivalTimestamp")
-    arrival_millis = int(arrival.timestamp() * 1000) if arrival is not None else 0
-    return KinesisRecord(
-        record["Data"],
-        RecordRef(
-            stream,
-            shard_id,
-            record["SequenceNumber"],
-            0,
-            record.get("PartitionKey", ""),
-            arrival_millis,
-        ),
-    )
 
 
 class LocalRunner:

@@ -18,7 +18,7 @@ from consumers.aws_lambda.esm import LocalContext
 from consumers.aws_lambda.handler import Handler, LambdaRuntime, instrument
 from consumers.aws_lambda.records import event_record
 from consumers.aws_lambda.settings import LambdaSettings
-from consumers.aws_lambda.units import from_get_records
+from consumers.getrecords import to_kinesis_record
 from spanstream.config import Settings
 from spanstream.model import KinesisRecord
 from spanstream.sinks import readers
@@ -130,7 +130,7 @@ class FakeAws:
             StreamName=STREAM, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
         )["ShardIterator"]
         response = self.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-        return [from_get_records(STREAM, shard, r) for r in response["Records"]]
+        return [to_kinesis_record(STREAM, shard, r) for r in response["Records"]]
 
     def snapshot(self) -> dict[str, Any]:
         """Return what landed: archive keys and rows, dead letters, aggregates.
