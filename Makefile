@@ -35,7 +35,7 @@ MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 MVN := mvn -B -q -C
 
 .PHONY: help install kcl-jars test unit integration lint demo bench \
-	localstack-test emulators-up emulators-down clean
+	localstack-test lambda-package emulators-up emulators-down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -98,6 +98,22 @@ demo: install ## Run the local demo (python -m consumers.local.demo)
 
 bench: install ## Run the benchmarks (python -m bench)
 	$(BIN)/python -m bench
+
+# The code deploy/template.yaml deploys (its CodeUri): the runtime
+# dependencies as Linux x86_64 wheels for the function's Python, and the
+# spanstream and consumers packages. The compiled decoder is not included:
+# the function decodes with the Python decoder (SPANSTREAM_DECODER=auto).
+LAMBDA_BUILD := build/lambda
+LAMBDA_PYTHON_VERSION := 3.13
+
+lambda-package: $(STAMPS)/python-deps ## Build build/lambda, the code of deploy/template.yaml (then: sam deploy)
+	rm -rf $(LAMBDA_BUILD)
+	$(PIP) install --quiet --target $(LAMBDA_BUILD) --implementation cp \
+		--python-version $(LAMBDA_PYTHON_VERSION) --only-binary :all: \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+		-r requirements.txt
+	cp -r spanstream consumers $(LAMBDA_BUILD)/
+	find $(LAMBDA_BUILD) -name __pycache__ -type d -prune -exec rm -rf {} +
 
 emulators-up: install ## Start the emulators in the background; endpoints in .run/endpoints.env
 	$(BIN)/python -m devenv up --run-dir $(RUN_DIR)

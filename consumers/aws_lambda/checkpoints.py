@@ -29,7 +29,7 @@ from spanstream.sinks.retry import RetryPolicy
 logger = logging.getLogger(__name__)
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-_OPTIONAL_FIELDS = ("done_through", "aggregates_through", "resume_after", "owner")
+_OPTIONAL_FIELDS = ("done_through", "aggregates_through")
 
 
 class SequenceRange(NamedTuple):
@@ -55,9 +55,7 @@ class ShardMark:
     record before it is durable. ``done_through``: the last record whose
     effects are known durable (the unit's last once it completed, without a
     tumbling window). ``aggregates_through``: (tumbling windows)
-    the last record whose aggregates are in DynamoDB. ``resume_after`` and
-    ``owner``: (trace stage) the record after which a new owner rebuilds its
-    held traces, and the execution environment that holds them now.
+    the last record whose aggregates are in DynamoDB.
     """
 
     stream: str
@@ -65,8 +63,6 @@ class ShardMark:
     unit: SequenceRange | None = None
     done_through: str | None = None
     aggregates_through: str | None = None
-    resume_after: str | None = None
-    owner: str | None = None
     version: int = 0
 
 

@@ -15,7 +15,6 @@ metric format (namespace ``spanstream``, dimension ``stage``).
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -59,8 +58,6 @@ class LambdaRuntime:
     ) -> None:
         self.settings = settings
         self.lambda_settings = lambda_settings
-        #: names this environment in the trace stage's ownership of a shard
-        self.environment_id = uuid.uuid4().hex
         sinks = make_sinks(
             settings, clients["s3"], clients["dynamodb"], clients["kinesis"]
         )
@@ -68,17 +65,9 @@ class LambdaRuntime:
             clients["dynamodb"], lambda_settings.checkpoint_table
         )
         reader = StreamReader(clients["kinesis"])
-        self.stage: Stage
-        if lambda_settings.stage == "spans":
-            self.stage = SpansStage(
-                settings, lambda_settings, sinks, checkpoints, reader
-            )
-        else:
-            from consumers.aws_lambda.traces import TracesStage  # noqa: PLC0415
-
-            self.stage = TracesStage(
-                settings, sinks, checkpoints, reader, self.environment_id
-            )
+        self.stage: Stage = SpansStage(
+            settings, lambda_settings, sinks, checkpoints, reader
+        )
 
     @classmethod
     def from_env(cls) -> LambdaRuntime:

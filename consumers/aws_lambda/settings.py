@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from spanstream.config import Settings
 from spanstream.errors import ConfigError
 
-STAGES = ("spans", "traces")
+#: The stages a function can run; the trace stage (summaries and service
+#: graph over a stream re-keyed by trace id) runs on the KCL and local
+#: runtimes only, see docs/lambda.md.
+STAGES = ("spans",)
 #: Lambda's limit on the tumbling-window state of one shard.
 LAMBDA_STATE_LIMIT_BYTES = 1024 * 1024
 DEFAULT_MAX_STATE_BYTES = 768 * 1024
@@ -40,11 +43,13 @@ class LambdaSettings:
     ) -> LambdaSettings:
         """Read the ``SPANSTREAM_LAMBDA_*`` variables of ``environ``.
 
-        ``..._STAGE`` (spans or traces), ``..._CHECKPOINT_TABLE`` (default
+        ``..._STAGE`` (one of `STAGES`), ``..._CHECKPOINT_TABLE`` (default
         ``{table_prefix}lambda-checkpoints``), ``..._MAX_STATE_BYTES``.
 
-        Raises `ConfigError` naming the variable for an unknown stage or a
-        state budget that is not a positive integer below Lambda's limit.
+        Raises `ConfigError` naming the variable for an unknown stage, a
+        state budget that is not a positive integer below Lambda's limit, or a
+        trace stream to forward to (a redone unit would forward its spans
+        again).
         """
         environ = os.environ if environ is None else environ
         stage = environ.get("SPANSTREAM_LAMBDA_STAGE", "spans")
@@ -65,6 +70,11 @@ class LambdaSettings:
             raise ConfigError(
                 "SPANSTREAM_LAMBDA_MAX_STATE_BYTES must be > 0 and below "
                 f"{LAMBDA_STATE_LIMIT_BYTES}, got {budget!r}"
+            )
+        if settings.trace_stream_name:
+            raise ConfigError(
+                "SPANSTREAM_TRACE_STREAM_NAME must be empty on Lambda (no trace "
+                f"stage runs there), got {settings.trace_stream_name!r}"
             )
         table = environ.get("SPANSTREAM_LAMBDA_CHECKPOINT_TABLE", "")
         return cls(
