@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import sys
 import time
 from typing import Any
 
@@ -32,6 +33,16 @@ from spanstream.traffic.generator import generate_spans
 from spanstream.traffic.model import truths
 
 NOW_NANOS = time.time_ns()
+
+
+@pytest.fixture(autouse=True)
+def _spans_end_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give each test spans that end at its own start.
+
+    A time taken once at import would age with the suite: after the allowed
+    lateness every span would only be counted late, by arrival minute.
+    """
+    monkeypatch.setattr(sys.modules[__name__], "NOW_NANOS", time.time_ns())
 
 
 def fresh_records(aws: FakeAws, spans: int = 300, seed: int = 1) -> list[KinesisRecord]:
