@@ -31,6 +31,10 @@ class DecodeError(RecordError):
     """The record's bytes are not any span form spanstream reads."""
 
 
+class DecompressionBombError(DecodeError):
+    """The record's compressed payload would inflate past the payload limit."""
+
+
 class LimitExceededError(RecordError):
     """The record is well formed but over a configured limit."""
 

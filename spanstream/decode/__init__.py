@@ -35,7 +35,12 @@ from spanstream.decode.envelope import (
 from spanstream.decode.otlp_json import is_otlp_json, parse_otlp_json
 from spanstream.decode.zipkin import is_zipkin_json, parse_zipkin_json
 from spanstream.enrich.spans import SpanExtractor
-from spanstream.errors import DecodeError, LimitExceededError, RecordError
+from spanstream.errors import (
+    DecodeError,
+    DecompressionBombError,
+    LimitExceededError,
+    RecordError,
+)
 from spanstream.model import DeadLetter, KinesisRecord, RecordRef, SpanBatch
 
 logger = logging.getLogger(__name__)
@@ -157,10 +162,16 @@ class RecordDecoder:
         return _parse_protobuf(payload)
 
     def _try_deflate(self, payload: bytes, ref: RecordRef) -> bytes | None:
+        """Return the payload inflated as raw deflate, or None if it is not.
+
+        A payload that does inflate, past the limit, is a bomb, and says so.
+        """
         try:
             return decompress(
                 payload, Compression.DEFLATE, ref, self._settings.max_record_bytes * 16
             )
+        except DecompressionBombError:
+            raise
         except DecodeError:
             return None
 

@@ -24,7 +24,7 @@ import zstandard
 from aws_kinesis_agg import DIGEST_SIZE, MAGIC
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
-from spanstream.errors import DecodeError
+from spanstream.errors import DecodeError, DecompressionBombError
 from spanstream.model import KinesisRecord, RecordRef
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ def deaggregate(record: KinesisRecord) -> list[KinesisRecord]:
     sub-sequence number and partition key. A record without the magic number
     is returned as the only element. Raises `DecodeError` when the envelope's
     MD5 digest does not match or its protobuf does not parse, because
-    aws-kinesis-agg would otherwise hand the envelope back as ordinary data.
+    aws-kinesis-agg would otherwise hand the envelope back as ordinary data,
+    and when it holds no user record (the KPL never writes one; the bytes
+    would vanish without a dead letter).
     """
     data = record.data
     if not is_kpl_aggregated(data):
@@ -85,6 +87,8 @@ def deaggregate(record: KinesisRecord) -> list[KinesisRecord]:
                 ),
             )
         )
+    if not user_records:
+        raise DecodeError(ref, "KPL record holds no user records")
     return user_records
 
 
@@ -112,8 +116,9 @@ def detect_compression(payload: bytes) -> Compression:
 def decompress(
     payload: bytes, compression: Compression, ref: RecordRef, max_payload_bytes: int
 ) -> bytes:
-    """Return ``payload`` decompressed; raise `DecodeError` if it is corrupt,
-    truncated, or would inflate past ``max_payload_bytes``."""
+    """Return ``payload`` decompressed; raise `DecodeError` if it is corrupt or
+    truncated, `DecompressionBombError` if it would inflate past
+    ``max_payload_bytes``."""
     if compression is Compression.NONE:
         return payload
     try:
@@ -131,7 +136,7 @@ def decompress(
             ref, f"{compression.value} payload does not decompress: {exc}"
         ) from exc
     if len(inflated) > max_payload_bytes:
-        raise DecodeError(
+        raise DecompressionBombError(
             ref,
             f"{compression.value} payload inflates past {max_payload_bytes} bytes",
         )
@@ -143,7 +148,9 @@ def decompress(
 def _unzstd(payload: bytes, max_payload_bytes: int, ref: RecordRef) -> bytes:
     declared_bytes = zstandard.frame_content_size(payload)
     if declared_bytes > max_payload_bytes:
-        raise DecodeError(ref, f"zstd payload inflates past {max_payload_bytes} bytes")
+        raise DecompressionBombError(
+            ref, f"zstd payload inflates past {max_payload_bytes} bytes"
+        )
     if declared_bytes >= 0:
         # The frame declares its size, so decompressing in one go is bounded;
         # the decompressobj also tells a truncated frame from a whole one.
@@ -157,5 +164,7 @@ def _unzstd(payload: bytes, max_payload_bytes: int, ref: RecordRef) -> bytes:
     with decompressor.stream_reader(io.BytesIO(payload)) as stream:
         inflated = stream.read(max_payload_bytes + 1)
     if len(inflated) > max_payload_bytes:
-        raise DecodeError(ref, f"zstd payload inflates past {max_payload_bytes} bytes")
+        raise DecompressionBombError(
+            ref, f"zstd payload inflates past {max_payload_bytes} bytes"
+        )
     return inflated
