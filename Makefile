@@ -1,9 +1,10 @@
 # spanstream: the one entry point for developers and CI. `make help` lists targets.
 #
 # `make install` sets up everything from a clean clone: .venv (Python 3.11),
-# the pinned Python deps, the project (editable), kinesis-mock (npm) and
-# amazon-kclpy with its MultiLangDaemon jars (Maven). Each step leaves a stamp
-# in .cache/stamps and reruns only when its inputs change.
+# the pinned Python deps, the project (editable), the compiled decoder
+# (native/, Rust), kinesis-mock (npm) and amazon-kclpy with its
+# MultiLangDaemon jars (Maven). Each step leaves a stamp in .cache/stamps and
+# reruns only when its inputs change.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -34,13 +35,13 @@ MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # -C: fail on a checksum mismatch instead of warning.
 MVN := mvn -B -q -C
 
-.PHONY: help install kcl-jars test unit integration lint demo bench \
+.PHONY: help install native kcl-jars test unit integration lint demo bench \
 	localstack-test lambda-package emulators-up emulators-down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-install: $(STAMPS)/python-deps $(STAMPS)/project $(STAMPS)/node $(KCLPY_STAMP) ## Set up .venv, node_modules and the KCL jars (idempotent)
+install: $(STAMPS)/python-deps $(STAMPS)/project $(STAMPS)/native $(STAMPS)/node $(KCLPY_STAMP) ## Set up .venv, the native decoder, node_modules and the KCL jars (idempotent)
 
 $(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,22 @@ $(STAMPS)/python-deps: requirements-dev.txt requirements.txt $(VENV)/pyvenv.cfg
 
 $(STAMPS)/project: pyproject.toml $(STAMPS)/python-deps
 	$(PIP) install --no-deps -e .
+	@mkdir -p $(@D) && touch $@
+
+# The compiled OTLP protobuf decoder (spanstream_native), built by maturin
+# (pinned in native/pyproject.toml) with cargo. rustup puts cargo in
+# ~/.cargo/bin, which a fresh login shell may not have on PATH yet.
+CARGO_HOME ?= $(HOME)/.cargo
+CARGO_BIN := $(or $(patsubst %/,%,$(dir $(shell command -v cargo 2>/dev/null))),$(CARGO_HOME)/bin)
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml \
+	$(wildcard native/src/*.rs)
+
+native: $(STAMPS)/native ## Build and install the compiled decoder (needs cargo)
+
+$(STAMPS)/native: $(NATIVE_SOURCES) $(STAMPS)/python-deps
+	@test -x $(CARGO_BIN)/cargo || { echo "cargo not found on PATH nor in \
+	$(CARGO_BIN): install Rust >= 1.85 (https://rustup.rs)" >&2; exit 1; }
+	PATH="$(CARGO_BIN):$$PATH" $(PIP) install --no-deps --force-reinstall ./native
 	@mkdir -p $(@D) && touch $@
 
 $(STAMPS)/node: package.json package-lock.json

@@ -6,7 +6,8 @@
 //! tests/unit/test_native_decoder.py):
 //!
 //! * a tag is a varint of at most 5 bytes and at most `u32::MAX`; field 0 is
-//!   malformed; an end-group tag outside its group is malformed;
+//!   malformed (except inside an unknown group); an end-group tag outside its
+//!   group is malformed;
 //! * a value varint has at most 10 bytes, the bits past 64 are dropped;
 //! * a length is a varint of at most 5 bytes and must fit the buffer;
 //! * a known field with an unexpected wire type is an unknown field;
@@ -67,13 +68,15 @@ impl<'a> Reader<'a> {
     }
 
     /// The next tag as (field number, wire type), or None at the end.
-    fn tag(&mut self) -> Result<Option<(u32, u8)>> {
+    /// upb refuses field number 0 in a message but not inside an unknown
+    /// group, which it skips without looking at field numbers.
+    fn tag(&mut self, in_group: bool) -> Result<Option<(u32, u8)>> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
         let tag = u32::try_from(self.varint(5)?).map_err(|_| Malformed)?;
         let number = tag >> 3;
-        if number == 0 {
+        if number == 0 && !in_group {
             return Err(Malformed);
         }
         Ok(Some((number, (tag & 7) as u8)))
@@ -107,7 +110,7 @@ impl<'a> Reader<'a> {
             return Err(Malformed);
         }
         loop {
-            let (inner, wire_type) = self.tag()?.ok_or(Malformed)?;
+            let (inner, wire_type) = self.tag(true)?.ok_or(Malformed)?;
             if wire_type == 4 {
                 return if inner == number {
                     Ok(())
@@ -127,7 +130,7 @@ fn fields<'a>(
     mut on_field: impl FnMut(u32, Wire<'a>) -> Result<()>,
 ) -> Result<()> {
     let mut reader = Reader { buf, pos: 0 };
-    while let Some((number, wire_type)) = reader.tag()? {
+    while let Some((number, wire_type)) = reader.tag(false)? {
         if wire_type == 4 {
             return Err(Malformed);
         }
@@ -155,12 +158,7 @@ fn child(depth: i32) -> Result<i32> {
 
 /// A message whose fields are only checked (UTF-8 of the given string fields,
 /// the listed sub-messages recursively).
-fn check(
-    buf: &[u8],
-    depth: i32,
-    strings: &[u32],
-    messages: &[(u32, CheckMessage)],
-) -> Result<()> {
+fn check(buf: &[u8], depth: i32, strings: &[u32], messages: &[(u32, CheckMessage)]) -> Result<()> {
     fields(buf, depth, |number, value| {
         if let Wire::Bytes(bytes) = value {
             if strings.contains(&number) {

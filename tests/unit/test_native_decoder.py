@@ -14,6 +14,7 @@ import zlib
 from typing import Any
 
 import pytest
+import spanstream_native  # built by `make install`; a missing build must fail
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -28,8 +29,6 @@ from spanstream.config import Settings
 from spanstream.decode import RecordDecoder, native
 from spanstream.errors import ConfigError
 from spanstream.model import SPAN_COLUMNS, SpanBatch
-
-spanstream_native = pytest.importorskip("spanstream_native")
 
 SETTINGS = Settings()
 PROPERTY = settings(
@@ -395,6 +394,8 @@ WIRE_CASES = {
     "resource_spans as varint": b"\x08\x05" + field(1, b""),
     "resource_spans as group": b"\x0b\x0c" + field(1, b""),
     "unknown group": b"\x13\x08\x01\x14" + field(1, b""),
+    "field 0 inside an unknown group": b"\x13\x00\x01\x03\x04\x14" + field(1, b""),
+    "end group of field 0 inside a group": b"\x13\x04\x14" + field(1, b""),
     "mismatched end group": b"\x13\x1c" + field(1, b""),
     "length padded to 5 bytes": b"\x0a\x80\x80\x80\x80\x00",
     "length padded to 6 bytes": b"\x0a\x80\x80\x80\x80\x80\x00",
