@@ -9,7 +9,6 @@ exits 0. Logs go to stderr as JSON lines.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -17,27 +16,13 @@ from collections.abc import Sequence
 from types import FrameType
 
 from consumers.local.runner import LocalRunner
+from consumers.logs import log_json_to_stderr
 from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.errors import ConfigError
 from spanstream.sinks.factory import make_sinks
 
 logger = logging.getLogger("consumers.local")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line: time, level, logger, message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,9 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=args.log_level, handlers=[handler])
+    log_json_to_stderr(args.log_level)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
