@@ -12,7 +12,8 @@ Forms (`Form`):
   above (drawn per group of 10 to 60 traces), compressed. One zstd frame in
   four is written the streaming way, without the content size in its header.
 * ``kpl``: ``otlp-proto`` records packed 2 to 8 at a time into KPL
-  aggregated records (`aws_kinesis_agg`).
+  aggregated records (`aws_kinesis_agg`), all bound for one shard as the
+  KPL does it (explicit hash keys, see `_aggregate`).
 * ``mixed``: each group of 1 to 40 traces in a form drawn from all the above.
 
 Every span of the input is in exactly one record. An OTLP payload never
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import gzip
+import hashlib
 import json
 import random
 import zlib
@@ -281,24 +283,38 @@ _ZSTD_COMPRESSORS: dict[bool, Callable[[bytes], bytes]] = {
 
 
 def _aggregate(user_records: list[LabelledRecord]) -> list[LabelledRecord]:
-    """Pack ``user_records`` into as few KPL aggregated records as fit."""
+    """Pack ``user_records`` into as few KPL aggregated records as fit.
+
+    The KPL packs only user records bound for one shard, and the KCL drops
+    (silently) a user record whose hash key lies outside the shard it was
+    read from. So every user record here keeps its partition key but gets
+    the explicit hash key of the group's first one, and each aggregated
+    record is put under that first key: whatever the stream's shard map,
+    all of them belong to the shard the record lands on.
+    """
     aggregator = RecordAggregator()
+    group_key = user_records[0].record.partition_key
+    hash_key = str(int(hashlib.md5(group_key.encode()).hexdigest(), 16))
     packed: list[LabelledRecord] = []
     spans_in_current = 0
     for user in user_records:
-        full = aggregator.add_user_record(user.record.partition_key, user.record.data)
+        full = aggregator.add_user_record(
+            user.record.partition_key, user.record.data, explicit_hash_key=hash_key
+        )
         if full is not None:
-            packed.append(_kpl_record(full, spans_in_current))
+            packed.append(_kpl_record(full, group_key, spans_in_current))
             spans_in_current = 0
         spans_in_current += user.span_count
     last = aggregator.clear_and_get()
     if last is not None:
-        packed.append(_kpl_record(last, spans_in_current))
+        packed.append(_kpl_record(last, group_key, spans_in_current))
     return packed
 
 
-def _kpl_record(agg_record: object, span_count: int) -> LabelledRecord:
-    partition_key, _, data = agg_record.get_contents()  # type: ignore[attr-defined]
+def _kpl_record(
+    agg_record: object, partition_key: str, span_count: int
+) -> LabelledRecord:
+    _, _, data = agg_record.get_contents()  # type: ignore[attr-defined]
     return LabelledRecord(
         "kpl+otlp-proto", span_count, EncodedRecord(partition_key, data)
     )

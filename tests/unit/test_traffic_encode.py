@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import zlib
 
 import pytest
 import zstandard
 from aws_kinesis_agg import MAGIC
+
+# Through the aggregator, which puts its protobuf modules on sys.path first.
+from aws_kinesis_agg.aggregator import messages_pb2
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -217,6 +221,22 @@ def test_kpl_records_pack_several_user_records(traces) -> None:
     assert min(counts) >= 1
     assert sum(counts) / len(counts) > 2
     assert sum(r.span_count for r in records) == len(expected_ids(traces))
+
+
+def test_kpl_user_records_hash_to_the_shard_their_record_is_put_on(traces) -> None:
+    # The KCL drops a user record whose hash key is outside the shard it was
+    # read from, so an aggregate may only hold records bound for its shard.
+    for partition_key, data in encode_records(traces, Form.KPL, seed=6):
+        aggregated = messages_pb2.AggregatedRecord()
+        aggregated.ParseFromString(data[len(MAGIC) : -16])
+        placement = int(hashlib.md5(partition_key.encode()).hexdigest(), 16)
+        hash_keys = {
+            int(aggregated.explicit_hash_key_table[record.explicit_hash_key_index])
+            for record in aggregated.records
+            if record.HasField("explicit_hash_key_index")
+        }
+        assert len(hash_keys) == 1 and hash_keys == {placement}
+        assert all(r.HasField("explicit_hash_key_index") for r in aggregated.records)
 
 
 def test_mixed_uses_every_form(traces) -> None:
