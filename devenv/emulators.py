@@ -64,6 +64,8 @@ KINESIS_MOCK_FAST_DURATIONS = {
     )
 }
 
+KINESIS_MOCK_SEMI_SPACE_MIB = 128
+
 _ADDRESS_IN_USE_MARKERS = ("EADDRINUSE", "Address already in use")
 _LOG_TAIL_LINES = 30
 _START_ATTEMPTS = 3
@@ -378,7 +380,16 @@ class Emulators(_Backend):
             "CATS_EFFECT_SHUTDOWN_HOOK_TIMEOUT": "1s",
             **self.kinesis_mock_env,
         }
-        argv = [node, "--require", str(LOOPBACK_PRELOAD), str(KINESIS_MOCK_JS)]
+        argv = [
+            node,
+            # kinesis-mock allocates heavily per request; with V8's default
+            # young generation most of its time goes to garbage collection
+            # (GetRecords of 1,000 records: 3.3x faster with this).
+            f"--max-semi-space-size={KINESIS_MOCK_SEMI_SPACE_MIB}",
+            "--require",
+            str(LOOPBACK_PRELOAD),
+            str(KINESIS_MOCK_JS),
+        ]
         return _ServerProcess("kinesis-mock", argv, env, run_dir / "kinesis-mock.log")
 
     def _moto(self, run_dir: Path) -> _ServerProcess:
