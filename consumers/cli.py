@@ -1,7 +1,8 @@
 """The ``spanstream`` command: one entry point for the runtime shells and tools.
 
 ``spanstream local``  run the local runner (``python -m consumers.local``)
-``spanstream demo``   the demo (``python -m consumers.local.demo``)
+``spanstream kcl``    run KCL MultiLangDaemon workers (``python -m consumers.kcl``)
+``spanstream demo``   the demo (``python -m consumers.demo``)
 ``spanstream traffic`` put generated traffic on a stream
                       (``python -m spanstream.traffic``)
 """
@@ -18,8 +19,14 @@ def _local(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _kcl(argv: Sequence[str]) -> int:
+    from consumers.kcl.__main__ import main
+
+    return main(argv)
+
+
 def _demo(argv: Sequence[str]) -> int:
-    from consumers.local.demo import main
+    from consumers.demo import main
 
     return main(argv)
 
@@ -32,6 +39,7 @@ def _traffic(argv: Sequence[str]) -> int:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "local": _local,
+    "kcl": _kcl,
     "demo": _demo,
     "traffic": _traffic,
 }

@@ -17,14 +17,20 @@ def make_sinks(
     s3_client: Any,
     dynamodb_client: Any,
     kinesis_client: Any | None = None,
+    *,
+    forward_spans: bool | None = None,
 ) -> Sinks:
     """Return the S3 archive, S3 dead-letter and DynamoDB aggregate sinks.
 
-    With ``settings.trace_stream_name`` set, spans are also forwarded to that
-    stream for the trace stage (``kinesis_client`` is then required).
+    With ``forward_spans`` (default: whether ``settings.trace_stream_name`` is
+    set), spans are also forwarded to the trace stream for the trace stage
+    (``kinesis_client`` is then required; raises ValueError without one). The
+    trace stage itself reads that stream and forwards nothing.
     """
+    if forward_spans is None:
+        forward_spans = bool(settings.trace_stream_name)
     forward = None
-    if settings.trace_stream_name:
+    if forward_spans:
         if kinesis_client is None:
             raise ValueError("forwarding to the trace stream needs a Kinesis client")
         forward = KinesisForwarder(kinesis_client, settings)
