@@ -11,7 +11,13 @@ from devenv.emulators import (
     emulators_from_env,
 )
 from devenv.env import read_env_file, settings_to_env, write_env_file
-from devenv.resources import Resources, create_resources, delete_resources
+from devenv.resources import (
+    Resources,
+    create_resources,
+    create_stores,
+    delete_resources,
+    delete_stores,
+)
 
 __all__ = [
     "EmulatorError",
@@ -19,7 +25,9 @@ __all__ = [
     "LocalStack",
     "Resources",
     "create_resources",
+    "create_stores",
     "delete_resources",
+    "delete_stores",
     "emulators_from_env",
     "read_env_file",
     "settings_to_env",

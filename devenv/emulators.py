@@ -202,6 +202,8 @@ class _Backend(abc.ABC):
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
             "AWS_DEFAULT_REGION": self.region,
+            # Nothing of an emulated run asks the EC2 metadata service.
+            "AWS_EC2_METADATA_DISABLED": "true",
         }
 
     def settings(self, **overrides: Any) -> Settings:

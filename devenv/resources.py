@@ -1,6 +1,7 @@
 """Create and delete the AWS resources spanstream needs, on any backend.
 
-The stream, one DynamoDB table per ``schemas/dynamodb/*.json`` (each file a
+The streams (spans, and the trace stream when one is configured), one
+DynamoDB table per ``schemas/dynamodb/*.json`` (each file a
 CreateTable input whose TableName is the logical name) and the archive
 bucket. Creation is idempotent; deletion tolerates what is already gone.
 """
@@ -78,22 +79,22 @@ def create_resources(
     schemas_dir: Path = SCHEMAS_DIR,
     timeout_secs: float = 60.0,
 ) -> Resources:
-    """Create the stream, the tables and the bucket named by ``settings``.
+    """Create the streams, the tables and the bucket named by ``settings``.
 
+    The span stream, and the trace stream too when
+    ``settings.trace_stream_name`` is set, each with ``shard_count`` shards.
     Existing resources are kept as they are (an existing stream keeps its
-    shard count). Waits until the stream and tables are ACTIVE; enables TTL
+    shard count). Waits until the streams and tables are ACTIVE; enables TTL
     on ``expires_at`` where the backend supports it. Returns what exists.
     Raises botocore ClientError for any other AWS error and
     `devenv.ports.DeadlineExceeded` if something is not ACTIVE in time.
     """
     stream_arn = create_stream(kinesis, settings.stream_name, shard_count, timeout_secs)
-    table_names = {}
-    for spec in load_table_specs(schemas_dir):
-        logical = spec["TableName"]
-        table_names[logical] = create_table(
-            dynamodb, {**spec, "TableName": settings.table_name(logical)}, timeout_secs
-        )
-    create_bucket(s3, settings.bucket, settings.region)
+    if settings.trace_stream_name:
+        create_stream(kinesis, settings.trace_stream_name, shard_count, timeout_secs)
+    table_names = create_stores(
+        settings, dynamodb, s3, schemas_dir=schemas_dir, timeout_secs=timeout_secs
+    )
     return Resources(
         stream_name=settings.stream_name,
         stream_arn=stream_arn,
@@ -101,6 +102,28 @@ def create_resources(
         table_names=table_names,
         bucket=settings.bucket,
     )
+
+
+def create_stores(
+    settings: Settings,
+    dynamodb: Any,
+    s3: Any,
+    *,
+    schemas_dir: Path = SCHEMAS_DIR,
+    timeout_secs: float = 60.0,
+) -> dict[str, str]:
+    """Create the tables and the bucket (not the streams); see `create_resources`.
+
+    Returns the physical table names by logical name.
+    """
+    table_names = {}
+    for spec in load_table_specs(schemas_dir):
+        logical = spec["TableName"]
+        table_names[logical] = create_table(
+            dynamodb, {**spec, "TableName": settings.table_name(logical)}, timeout_secs
+        )
+    create_bucket(s3, settings.bucket, settings.region)
+    return table_names
 
 
 def create_stream(
@@ -197,13 +220,26 @@ def delete_resources(
     schemas_dir: Path = SCHEMAS_DIR,
     timeout_secs: float = 60.0,
 ) -> None:
-    """Delete the stream, tables and bucket (with its objects) ``settings`` names.
+    """Delete the streams, tables and bucket (with its objects) ``settings`` names.
 
-    Missing resources are skipped. Waits until the stream is gone so that
-    the same name can be created again at once. Raises ClientError for other
-    AWS errors and `devenv.ports.DeadlineExceeded` if the stream lingers.
+    Missing resources are skipped. Waits until the streams are gone so that
+    the same names can be created again at once. Raises ClientError for other
+    AWS errors and `devenv.ports.DeadlineExceeded` if a stream lingers.
     """
     delete_stream(kinesis, settings.stream_name, timeout_secs)
+    if settings.trace_stream_name:
+        delete_stream(kinesis, settings.trace_stream_name, timeout_secs)
+    delete_stores(settings, dynamodb, s3, schemas_dir=schemas_dir)
+
+
+def delete_stores(
+    settings: Settings,
+    dynamodb: Any,
+    s3: Any,
+    *,
+    schemas_dir: Path = SCHEMAS_DIR,
+) -> None:
+    """Delete the tables and the bucket ``settings`` names, not the streams."""
     for spec in load_table_specs(schemas_dir):
         delete_table(dynamodb, settings.table_name(spec["TableName"]))
     delete_bucket(s3, settings.bucket)

@@ -8,24 +8,30 @@ start, every integration test errors: none is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from traffic import SHARD_COUNT, SharedTraffic, put_shared_traffic
 
 from devenv import (
     Emulators,
     LocalStack,
     Resources,
     create_resources,
+    create_stores,
     delete_resources,
+    delete_stores,
     emulators_from_env,
     settings_to_env,
 )
+from devenv.resources import create_stream, delete_stream
 from spanstream.aws import make_client
 from spanstream.config import Settings
 
@@ -127,3 +133,44 @@ def resources(
     indirect=True)``.
     """
     return make_resources(getattr(request, "param", DEFAULT_SHARD_COUNT))
+
+
+@pytest.fixture(scope="session")
+def shared_traffic(emulators: Emulators | LocalStack) -> Iterator[SharedTraffic]:
+    """Put the session's 200,000-span traffic on a 4-shard stream, once.
+
+    Tests read it through ``shared_settings``; nothing may write to it.
+    """
+    settings = emulators.settings(
+        stream_name=f"spanstream-shared-{uuid.uuid4().hex[:8]}"
+    )
+    kinesis = make_client("kinesis", settings)
+    create_stream(kinesis, settings.stream_name, SHARD_COUNT, 60)
+    started = time.monotonic()
+    traffic = put_shared_traffic(kinesis, settings.stream_name)
+    print(
+        f"shared traffic: {len(traffic.truth)} spans in {traffic.record_count} "
+        f"records put in {time.monotonic() - started:.1f} s"
+    )
+    yield traffic
+    delete_stream(kinesis, settings.stream_name, 60)
+
+
+@pytest.fixture
+def shared_settings(
+    settings: Settings, shared_traffic: SharedTraffic, dynamodb: Any, s3: Any
+) -> Iterator[Settings]:
+    """Return this test's settings on the shared stream, with its own stores.
+
+    The tables and the bucket are made for the test and deleted after it.
+    The allowed lateness is an hour: the spans' lateness is judged by their
+    arrival time, and a slow machine may take minutes to put them all.
+    """
+    reading = dataclasses.replace(
+        settings,
+        stream_name=shared_traffic.stream_name,
+        allowed_lateness_secs=3600,
+    )
+    create_stores(reading, dynamodb, s3)
+    yield reading
+    delete_stores(reading, dynamodb, s3)

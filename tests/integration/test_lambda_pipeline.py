@@ -1,13 +1,14 @@
 """The Lambda runtime end to end, through the local event-source mapping.
 
-GIVEN 200,000+ generated spans in every input form, randomly keyed over 4
-shards, with poison records among them; WHEN the local event-source mapping
-invokes the Lambda handler with them while injecting function errors (before
-the handler ran, and after it ran with its response lost), failed S3 and
-DynamoDB writes and duplicate deliveries; THEN S3 and DynamoDB hold exactly
-what an independent computation from the generator's truth says, every
-poison record is in the dead-letter prefix, and nothing went to the
-on-failure destination. With a tumbling window, the aggregates are the same.
+GIVEN the session's 200,000+ generated spans in every input form, randomly
+keyed over 4 shards, with poison records among them (``shared_traffic``);
+WHEN the local event-source mapping invokes the Lambda handler with them
+while injecting function errors (before the handler ran, and after it ran
+with its response lost), failed S3 and DynamoDB writes and duplicate
+deliveries; THEN S3 and DynamoDB hold exactly what an independent
+computation from the generator's truth says, every poison record is in the
+dead-letter prefix, and nothing went to the on-failure destination. With a
+tumbling window, the aggregates are the same.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from compare import archive_problems, cold_start_problems, red_problems, report
+from traffic import SharedTraffic, put_with_poison
 
 from consumers.aws_lambda.checkpoints import table_spec
 from consumers.aws_lambda.esm import Chaos, LocalEventSourceMapping, MappingConfig
@@ -30,14 +32,11 @@ from consumers.aws_lambda.settings import LambdaSettings
 from devenv.resources import create_table
 from spanstream.config import Settings
 from spanstream.sinks import readers
-from spanstream.sinks.kinesis import put_records
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
 from spanstream.traffic.model import truths
-from spanstream.traffic.poison import poison_records
 from spanstream.traffic.reference import expected
 
-SPAN_COUNT = int(os.environ.get("SPANSTREAM_TEST_SPANS", "200000"))
 WINDOW_SPAN_COUNT = int(os.environ.get("SPANSTREAM_TEST_WINDOW_SPANS", "50000"))
 POISON_COUNT = 16
 RUN_DEADLINE_SECS = 600
@@ -81,14 +80,13 @@ def put_traffic(
 ) -> tuple[list[Any], int]:
     """Put generated spans with poison among them; return the truth and records."""
     traces = generate_spans(span_count, seed=20261203, spread_secs=30.0)
-    truth = truths(traces)
-    records = [tuple(r) for r in encode_records(traces, Form.MIXED, seed=11)]
-    poison = [tuple(p) for p in poison_records(POISON_COUNT, seed=5)]
-    mixed: list[tuple[str, bytes]] = list(records)  # type: ignore[arg-type]
-    for index, bad in enumerate(poison):
-        mixed.insert((index + 1) * len(mixed) // (POISON_COUNT + 1), bad)  # type: ignore[arg-type]
-    assert put_records(kinesis, settings.stream_name, mixed) == len(mixed)
-    return truth, len(mixed)
+    records = [
+        (r.partition_key, r.data) for r in encode_records(traces, Form.MIXED, seed=11)
+    ]
+    count = put_with_poison(
+        kinesis, settings.stream_name, records, POISON_COUNT, seed=5
+    )
+    return truths(traces), count
 
 
 def run_mapping(
@@ -126,7 +124,7 @@ def run_mapping(
 
 
 def assert_outputs_exact(
-    settings: Settings, dynamodb: Any, s3: Any, truth: list[Any]
+    settings: Settings, dynamodb: Any, s3: Any, truth: list[Any], poison_count: int
 ) -> None:
     want = expected(truth, settings.window_secs)
     problems = red_problems(dynamodb, settings, want)
@@ -135,7 +133,7 @@ def assert_outputs_exact(
         s3, settings, Counter((t.trace_id, t.span_id) for t in truth)
     )
     assert not problems, report(problems)
-    assert readers.count_dead_letters(s3, settings) == POISON_COUNT
+    assert readers.count_dead_letters(s3, settings) == poison_count
     assert readers.scan_late(dynamodb, settings) == []
 
 
@@ -146,16 +144,16 @@ def quiet_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_span_counted_once_through_failures_and_duplicates(
-    settings: Settings,
-    resources: Any,
+    shared_traffic: SharedTraffic,
+    shared_settings: Settings,
     kinesis: Any,
     dynamodb: Any,
     s3: Any,
     quiet_metrics: None,
 ) -> None:
-    # GIVEN the traffic on 4 shards
-    truth, record_count = put_traffic(settings, kinesis, SPAN_COUNT)
-    assert len(truth) >= SPAN_COUNT
+    # GIVEN the session's traffic on 4 shards
+    settings, truth = shared_settings, shared_traffic.truth
+    record_count = shared_traffic.record_count
     # WHEN the mapping invokes the handler, with faults injected everywhere
     flaky_s3 = FlakyClient(s3, 0.01, 1, "put_object")
     flaky_dynamodb = FlakyClient(dynamodb, 0.002, 2, "put_item", "batch_get_item")
@@ -175,7 +173,7 @@ def test_every_span_counted_once_through_failures_and_duplicates(
     assert stats.duplicates > 0
     assert stats.on_failure == []
     assert len(mapping.shards) == 4
-    assert_outputs_exact(settings, dynamodb, s3, truth)
+    assert_outputs_exact(settings, dynamodb, s3, truth, shared_traffic.poison_count)
 
 
 def test_tumbling_windows_give_the_same_aggregates(
@@ -204,4 +202,4 @@ def test_tumbling_windows_give_the_same_aggregates(
     # (which the non-windowed run is held to above)
     assert mapping.stats.final_window_invokes >= 4
     assert mapping.stats.on_failure == []
-    assert_outputs_exact(settings, dynamodb, s3, truth)
+    assert_outputs_exact(settings, dynamodb, s3, truth, POISON_COUNT)
