@@ -110,8 +110,8 @@ lint: install ## ruff check, ruff format --check, mypy on spanstream
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-demo: install ## Run the local demo (python -m consumers.local.demo)
-	$(BIN)/python -m consumers.local.demo
+demo: install ## Run the demo: emulators, traffic, KCL workers, summary (python -m consumers.demo)
+	$(BIN)/python -m consumers.demo
 
 bench: install ## Run the benchmarks (python -m bench)
 	$(BIN)/python -m bench
