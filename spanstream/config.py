@@ -26,8 +26,9 @@ class Settings:
 
     stream_name: str = "spanstream-spans"
     #: Stream of spans re-keyed by trace id, for the trace stage of runtimes
-    #: whose processes each see only some shards (KCL, Lambda). Empty: the
-    #: trace stage runs in-process (the local runner).
+    #: whose processes each see only some shards (KCL workers). Empty: the
+    #: trace stage runs in-process (the local runner), or not at all (Lambda,
+    #: see docs/lambda.md).
     trace_stream_name: str = ""
     bucket: str = "spanstream-archive"
     table_prefix: str = "spanstream-"

@@ -52,7 +52,8 @@ class ShardMark:
     """What the checkpoint table says about one shard.
 
     ``unit``: the last unit of records whose effects were started; every
-    record before it is durable. ``done_through``: the last record whose
+    record before it is durable (with a tumbling window, its aggregates may
+    still be in the window state, which Lambda keeps). ``done_through``: the last record whose
     effects are known durable (the unit's last once it completed, without a
     tumbling window). ``aggregates_through``: (tumbling windows)
     the last record whose aggregates are in DynamoDB.

@@ -3,13 +3,15 @@
 Everything slow happens once per execution environment: settings are read
 and validated, boto3 clients and sinks are built when the module is first
 imported inside Lambda (the init phase, which runs at full CPU), or on the
-first call elsewhere. An invocation then only reads its batch, runs the stage
-``SPANSTREAM_LAMBDA_STAGE`` selects and returns the partial batch response
-(and, with a tumbling window, the window state).
+first call elsewhere. An invocation then only reads its batch, runs the span
+stage (the only stage on Lambda; ``SPANSTREAM_LAMBDA_STAGE`` names it in
+the metrics) and returns the partial batch response (and, with a tumbling
+window, the window state).
 
 Logs are Powertools JSON lines with the request id and a correlation id of
 ``<shard>:<first sequence number>``; metrics go out in CloudWatch embedded
-metric format (namespace ``spanstream``, dimension ``stage``).
+metric format (namespace ``spanstream``, dimensions ``service`` and
+``stage``).
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ class LambdaRuntime:
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """Process one event-source-mapping event; return Lambda's response.
 
-        Raises only when the failure concerns no record of the batch (a
-        window's final write with no records) or the event is malformed:
-        Lambda then retries the whole batch.
+        Raises when the failure concerns no record of the batch (a window's
+        final write with no records), when the event or its window state is
+        malformed, and on any unexpected error: Lambda then retries the whole
+        batch (bisecting it, if the mapping says so).
         """
         kinesis_event = KinesisStreamEvent(event)
         window = window_input(kinesis_event)
