@@ -53,9 +53,9 @@ class ShardMark:
 
     ``unit``: the last unit of records whose effects were started; every
     record before it is durable (with a tumbling window, its aggregates may
-    still be in the window state, which Lambda keeps). ``done_through``: the last record whose
-    effects are known durable (the unit's last once it completed, without a
-    tumbling window). ``aggregates_through``: (tumbling windows)
+    still be in the window state, which Lambda keeps). ``done_through``: the
+    last record whose effects are known durable (the unit's last once it
+    completed, without a tumbling window). ``aggregates_through``: (tumbling windows)
     the last record whose aggregates are in DynamoDB.
     """
 
