@@ -30,6 +30,9 @@ class Settings:
     #: trace stage runs in-process (the local runner), or not at all (Lambda,
     #: see docs/lambda.md).
     trace_stream_name: str = ""
+    #: Buckets of trace ids on the trace stream, one partition key each
+    #: (`spanstream.rekey`); a few times its shard count spreads them evenly.
+    trace_stream_buckets: int = 64
     bucket: str = "spanstream-archive"
     table_prefix: str = "spanstream-"
     archive_prefix: str = "archive/"
@@ -85,6 +88,7 @@ class Settings:
             "window_secs",
             "flush_interval_secs",
             "trace_idle_secs",
+            "trace_stream_buckets",
             "max_series_per_tenant",
             "max_record_bytes",
             "max_spans_per_record",

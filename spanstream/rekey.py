@@ -2,16 +2,23 @@
 
 Records keyed randomly scatter one trace over every shard, but trace
 summaries and client/server pairing need all of a trace's spans in one
-place. When shards are read by many processes (KCL workers, Lambda
-invocations), stage 1 forwards every span it decodes, in a compact form, to a
-second stream (``Settings.trace_stream_name``) with the trace id as partition
-key. Kinesis then puts all spans of a trace on one shard of that stream, and
-stage 2 (`spanstream.pipeline.TraceShardProcessor`) assembles traces there.
+place. When shards are read by many processes (KCL workers), stage 1
+forwards every span it decodes, in a compact form, to a second stream
+(``Settings.trace_stream_name``), keyed so that all spans of a trace land on
+one shard of that stream, where stage 2
+(`spanstream.pipeline.TraceShardProcessor`) assembles traces.
 
-A rekeyed record holds the spans of one trace from one flush: a zlib-
-compressed JSON document ``{"v": 1, "spans": [[...], ...]}`` whose rows have
-the fields of `REKEYED_FIELDS`, the columns the trace stage reads. Stage 1
-replays forward the same spans again; stage 2 counts each span id once.
+Each trace id falls into one of ``Settings.trace_stream_buckets`` buckets
+(CRC-32 of the id), and a rekeyed record holds the spans of one flush whose
+traces fall into one bucket, under the partition key ``trace-bucket-<n>``:
+every fragment of a trace, from any stage-1 shard, goes to the bucket's
+shard. Packing a flush's traces by bucket, rather than one record per trace,
+turns thousands of small records into at most one per bucket; Kinesis
+charges PUT payload units per 25 KB of a record, so a 2 KB fragment alone
+would cost as much as a full unit. A record is a zlib-compressed JSON
+document ``{"v": 1, "spans": [[...], ...]}`` whose rows have the fields of
+`REKEYED_FIELDS`, the columns the trace stage reads. Stage 1 replays forward
+the same spans again; stage 2 counts each span id once.
 """
 
 from __future__ import annotations
@@ -64,19 +71,31 @@ _NEUTRAL: dict[str, Any] = {
 }
 
 
-def rekey_records(batch: SpanBatch) -> list[tuple[str, bytes]]:
-    """Return ``(trace_id, record_bytes)`` records holding every row of ``batch``.
+DEFAULT_TRACE_BUCKETS = 64
 
-    One record per trace; a trace too large for one Kinesis record is split
-    over several with the same partition key (so they land on one shard).
+
+def trace_bucket_key(trace_id: str, buckets: int = DEFAULT_TRACE_BUCKETS) -> str:
+    """Return the partition key of the records that carry ``trace_id``'s spans."""
+    return f"trace-bucket-{zlib.crc32(trace_id.encode()) % buckets}"
+
+
+def rekey_records(
+    batch: SpanBatch, buckets: int = DEFAULT_TRACE_BUCKETS
+) -> list[tuple[str, bytes]]:
+    """Return ``(partition_key, record_bytes)`` records holding every row of ``batch``.
+
+    One record per bucket of trace ids (`trace_bucket_key`); a bucket too
+    large for one Kinesis record is split over several with the same
+    partition key (so they land on one shard), never inside a trace's rows
+    unless that trace alone is too large.
     """
     columns = [getattr(batch, name) for name in REKEYED_FIELDS]
-    by_trace: dict[str, list[list[Any]]] = defaultdict(list)
-    for row in zip(*columns, strict=True):
-        by_trace[row[1]].append(list(row))
+    by_bucket: dict[str, list[list[Any]]] = defaultdict(list)
+    for row in sorted(zip(*columns, strict=True), key=lambda row: row[1]):
+        by_bucket[trace_bucket_key(row[1], buckets)].append(list(row))
     records: list[tuple[str, bytes]] = []
-    for trace_id, rows in by_trace.items():
-        records.extend((trace_id, data) for data in _encode_rows(rows))
+    for key, rows in by_bucket.items():
+        records.extend((key, data) for data in _encode_rows(rows))
     return records
 
 
@@ -148,6 +167,7 @@ class KinesisForwarder:
             raise ValueError("KinesisForwarder needs Settings.trace_stream_name")
         self._kinesis = kinesis_client
         self._stream_name = settings.trace_stream_name
+        self._buckets = settings.trace_stream_buckets
         self.records_put = 0
 
     def write(self, batch: SpanBatch) -> int:
@@ -156,7 +176,7 @@ class KinesisForwarder:
         Raises `spanstream.sinks.kinesis.PutRecordsError` (a `SinkError`) if
         some records could not be put.
         """
-        records = rekey_records(batch)
+        records = rekey_records(batch, self._buckets)
         put = put_records(self._kinesis, self._stream_name, records)
         self.records_put += put
         return put

@@ -13,7 +13,12 @@ from spanstream.decode import RecordDecoder
 from spanstream.errors import DecodeError
 from spanstream.model import KinesisRecord, RecordRef, SpanBatch
 from spanstream.pipeline import Sinks, TraceShardProcessor
-from spanstream.rekey import REKEYED_FIELDS, decode_rekeyed, rekey_records
+from spanstream.rekey import (
+    REKEYED_FIELDS,
+    decode_rekeyed,
+    rekey_records,
+    trace_bucket_key,
+)
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_traces
 from spanstream.traffic.model import truths
@@ -34,12 +39,15 @@ def decoded_batch(trace_count: int, seed: int) -> SpanBatch:
 
 def test_rekeyed_records_round_trip_every_trace_field() -> None:
     batch = decoded_batch(50, seed=3)
-    records = rekey_records(batch)
-    assert {key for key, _ in records} == set(batch.trace_id)
+    records = rekey_records(batch, buckets=8)
+    keys = {trace_bucket_key(trace_id, 8) for trace_id in batch.trace_id}
+    # One record per bucket: far fewer records than traces
+    assert sorted(key for key, _ in records) == sorted(keys)
+    assert len(records) <= 8 < len(set(batch.trace_id))
     rows = []
     for index, (key, data) in enumerate(records):
         decoded = decode_rekeyed(KinesisRecord(data, RecordRef("t", "s", str(index))))
-        assert set(decoded.trace_id) == {key}
+        assert {trace_bucket_key(t, 8) for t in decoded.trace_id} == {key}
         assert all(
             len(getattr(decoded, name)) == len(decoded) for name in REKEYED_FIELDS
         )
