@@ -298,13 +298,17 @@ class Flushable(Protocol):
         self, everything: bool = False, clock_secs: float | None = None
     ) -> FlushResultLike: ...
 
+    def idle(self, now_secs: float) -> None: ...
+
     def discard(self) -> None: ...
 
 
 class _PlainFlushable(Protocol):
     def process(self, records: list[KinesisRecord]) -> int: ...
 
-    def flush(self) -> FlushResultLike: ...
+    def flush(self, final: bool = False) -> FlushResultLike: ...
+
+    def heartbeat(self, now_unix_millis: int) -> None: ...
 
     def discard(self) -> None: ...
 
@@ -321,7 +325,10 @@ class ClocklessFlushes:
     def flush(
         self, everything: bool = False, clock_secs: float | None = None
     ) -> FlushResultLike:
-        return self._processor.flush()
+        return self._processor.flush(final=everything)
+
+    def idle(self, now_secs: float) -> None:
+        self._processor.heartbeat(int(now_secs * 1000))
 
     def discard(self) -> None:
         self._processor.discard()
@@ -415,8 +422,11 @@ class ExactlyOnceShard:
     ) -> None:
         """Process a batch; flush and checkpoint when a flush is due.
 
-        ``clock_secs``, when given, is passed to the processor's flush (see
-        `spanstream.pipeline.TraceShardProcessor.flush`) and recorded.
+        ``clock_secs``, when given, says the shard is caught up at that wall
+        clock time: it is passed to the processor's flush and recorded, and
+        when nothing is buffered the processor is told it is idle (a span
+        stage then reports its progress to the trace stage) once a flush
+        interval.
         """
         if self.fenced:
             return
@@ -424,12 +434,15 @@ class ExactlyOnceShard:
             records = self._repeat_flushes(records, checkpoint)
         if records:
             self._add(records)
-        if (
-            not self._repeat
-            and self._last is not None
-            and self._clock() - self._last_flush >= self._flush_interval_secs
-        ):
+        due = self._clock() - self._last_flush >= self._flush_interval_secs
+        if self._repeat or not due:
+            return
+        if self._last is not None:
             self._flush(checkpoint, clock_secs=clock_secs)
+        elif clock_secs is not None and self._guard(
+            lambda: self._processor.idle(clock_secs)
+        ):
+            self._last_flush = self._clock()
 
     def end_of_shard(self, checkpoint: Checkpoint) -> None:
         """Flush everything and checkpoint the end of the shard."""

@@ -36,7 +36,7 @@ from spanstream.config import Settings
 from spanstream.decode import DecodeStats, RecordDecoder
 from spanstream.errors import RecordError
 from spanstream.model import DeadLetter, KinesisRecord, SpanBatch
-from spanstream.rekey import decode_rekeyed
+from spanstream.rekey import SourceProgress, decode_rekeyed
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,13 @@ class AggregateSink(Protocol):
 
 
 class ForwardSink(Protocol):
-    def write(self, batch: SpanBatch) -> int: ...
+    def write(
+        self,
+        batch: SpanBatch,
+        source: str,
+        watermark_millis: int,
+        ended: bool = False,
+    ) -> int: ...
 
 
 @dataclass
@@ -107,6 +113,8 @@ class _FlushUnit:
     batch: SpanBatch
     dead_letters: list[DeadLetter]
     delta: AggregateDelta
+    #: the shard's watermark after these records (latest arrival time read)
+    watermark_millis: int = 0
 
 
 class ShardProcessor:
@@ -127,6 +135,7 @@ class ShardProcessor:
         self._router = router
         self._decoder = RecordDecoder(settings)
         self._sealed: _FlushUnit | None = None
+        self._watermark_millis = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -159,6 +168,9 @@ class ShardProcessor:
         if self._first_sequence_number is None:
             self._first_sequence_number = records[0].ref.sequence_number
         self._last_sequence_number = records[-1].ref.sequence_number
+        self._watermark_millis = max(
+            self._watermark_millis, *(r.ref.arrival_unix_millis for r in records)
+        )
         if batch:
             self._aggregator.add(batch)
             self._pending.extend(batch)
@@ -166,17 +178,34 @@ class ShardProcessor:
                 self._router.add(batch)
         return len(batch)
 
-    def flush(self) -> FlushResult:
+    def flush(self, final: bool = False) -> FlushResult:
         """Make every buffered effect durable; return what may be checkpointed.
 
-        Raises `spanstream.errors.SinkError` if a write did not become durable.
-        The failed range stays sealed and the next `flush` retries exactly the
+        ``final``: the shard has been read to its end (the trace stage then
+        stops waiting for it, see `spanstream.rekey`). Raises
+        `spanstream.errors.SinkError` if a write did not become durable. The
+        failed range stays sealed and the next `flush` retries exactly the
         same writes before it seals anything newer.
         """
         result = FlushResult(None)
         while self.has_pending:
             result = flush_together([self], self._sinks)[self.shard_id]
+        if final and self._sinks.forward is not None:
+            self._sinks.forward.write(
+                SpanBatch(), self.shard_id, self._watermark_millis, ended=True
+            )
         return result
+
+    def heartbeat(self, now_unix_millis: int) -> None:
+        """Tell the trace stage this idle, caught-up shard has read up to now.
+
+        Only with a forward sink and nothing buffered; raises `SinkError` if
+        the progress records could not be put.
+        """
+        if self._sinks.forward is None or self.has_pending:
+            return
+        self._watermark_millis = max(self._watermark_millis, now_unix_millis)
+        self._sinks.forward.write(SpanBatch(), self.shard_id, self._watermark_millis)
 
     def next_flush_unit(self) -> _FlushUnit | None:
         """Return the unit the next flush must write (None: nothing to write).
@@ -214,6 +243,7 @@ class ShardProcessor:
             self._pending,
             self._dead_letters,
             self._aggregator.drain(flush_range),
+            self._watermark_millis,
         )
         self._reset()
         return unit
@@ -235,7 +265,8 @@ def flush_together(
     that is up to N times fewer writes than flushing each shard alone, which
     is what keeps the DynamoDB bill per span low.
 
-    Returns each flushed processor's `FlushResult` by shard id. Raises
+    With a forward sink, each unit's spans go to the trace stream with its
+    shard's progress. Returns each flushed processor's `FlushResult` by shard id. Raises
     `spanstream.errors.SinkError` when a write did not become durable; every
     unit then stays sealed in its processor and is written again, unchanged,
     by the next flush.
@@ -248,8 +279,10 @@ def flush_together(
     for _, unit in units:
         if unit.batch:
             sinks.archive.write(unit.batch, unit.flush_range)
-            if sinks.forward is not None:
-                sinks.forward.write(unit.batch)
+        if sinks.forward is not None:
+            sinks.forward.write(
+                unit.batch, unit.flush_range.shard_id, unit.watermark_millis
+            )
         if unit.dead_letters:
             sinks.dead_letters.write(unit.dead_letters)
     deltas = [unit.delta for _, unit in units if not unit.delta.is_empty()]
@@ -337,10 +370,14 @@ class TraceShardProcessor:
     """Stage 2: assembles the traces of one shard of the trace stream.
 
     The trace stream is keyed by trace id, so every span of a trace is on one
-    shard and this processor sees the whole trace. Its clock is the latest
-    arrival time of the records it has read, not the wall clock: replaying
-    the same records makes the same traces idle at the same points, so the
-    same summaries and edges come out.
+    shard and this processor sees the whole trace. Its clock is the smallest
+    watermark of the stage-1 shards that have not ended, as their records
+    report it (`spanstream.rekey.SourceProgress`); a stage-1 shard expected
+    but not heard from yet holds the clock at zero. A trace therefore goes
+    idle only once every stage-1 shard has read past its spans plus
+    ``trace_idle_secs``, and since the clock comes from the records alone,
+    replaying the same records makes the same traces idle at the same
+    points, so the same summaries and edges come out.
 
     ``flush`` writes the summaries and edges of the traces that went idle and
     returns, as ``checkpoint_sequence_number``, the last record before the
@@ -361,12 +398,26 @@ class TraceShardProcessor:
         self._reset()
 
     def _reset(self) -> None:
+        # The clock: the slowest unfinished stage-1 shard's watermark.
         self._watermark_secs = 0.0
-        self._assembler = TraceAssembler(self.settings, lambda: self._watermark_secs)
+        # The fastest one's: a trace's spans arrive no later than that, so it
+        # is when a trace was last seen.
+        self._front_secs = 0.0
+        self._assembler_now_secs = 0.0
+        self._source_millis: dict[str, int] = {}
+        self._expected_sources: set[str] = set()
+        self._ended_sources: set[str] = set()
+        self._assembler = TraceAssembler(
+            self.settings, lambda: self._assembler_now_secs
+        )
         # (tenant, trace id) -> sequence number (int) of its first record,
         # ordered by last arrival like the assembler's own retention.
         self._first_sequence: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._last_sequence: dict[tuple[str, str], int] = {}
         self._last_arrival: dict[tuple[str, str], float] = {}
+        # (first, last) record of traces forgotten since, until a checkpoint
+        # has passed their last record (see `_safe_checkpoint`).
+        self._forgotten: list[tuple[int, int]] = []
         self._processed: deque[str] = deque()
         self._dead_letters: list[DeadLetter] = []
         self._first_sequence_number: str | None = None
@@ -389,23 +440,26 @@ class TraceShardProcessor:
         added = 0
         for record in records:
             ref = record.ref
+            batch = None
             try:
-                batch = decode_rekeyed(record)
+                rekeyed = decode_rekeyed(record)
             except RecordError as exc:
                 logger.warning("dead-lettering %s", exc)
                 self._dead_letters.append(
                     DeadLetter(ref, record.data, exc.reason, "decode")
                 )
-                batch = None
-            arrival_secs = ref.arrival_unix_millis / 1000
-            self._watermark_secs = max(self._watermark_secs, arrival_secs)
+            else:
+                batch = rekeyed.batch
+                self._advance(rekeyed.progress)
             if batch:
+                self._assembler_now_secs = self._front_secs
                 self._assembler.add(batch)
                 sequence = int(ref.sequence_number)
                 for key in set(zip(batch.tenant, batch.trace_id, strict=True)):
                     self._first_sequence.setdefault(key, sequence)
                     self._first_sequence.move_to_end(key)
-                    self._last_arrival[key] = self._watermark_secs
+                    self._last_sequence[key] = sequence
+                    self._last_arrival[key] = self._front_secs
                 added += len(batch)
             self._processed.append(ref.sequence_number)
             if self._first_sequence_number is None:
@@ -415,21 +469,40 @@ class TraceShardProcessor:
         self.spans += added
         return added
 
+    def _advance(self, progress: SourceProgress) -> None:
+        """Move the clock by what a stage-1 shard says of its progress."""
+        source = progress.source
+        self._source_millis[source] = max(
+            self._source_millis.get(source, 0), progress.watermark_millis
+        )
+        self._expected_sources.update(progress.expected)
+        if progress.ended:
+            self._ended_sources.add(source)
+        waiting = (self._expected_sources | set(self._source_millis)) - (
+            self._ended_sources
+        )
+        front_millis = max(self._source_millis.values())
+        if waiting:
+            clock_millis = min(self._source_millis.get(s, 0) for s in waiting)
+        else:
+            clock_millis = front_millis
+        self._watermark_secs = max(self._watermark_secs, clock_millis / 1000)
+        self._front_secs = max(self._front_secs, front_millis / 1000)
+
+    def idle(self, now_secs: float) -> None:
+        """Nothing to do: the clock moves only with what stage 1 reports."""
+
     def flush(
         self, everything: bool = False, clock_secs: float | None = None
     ) -> FlushResult:
         """Write what idle traces produced; return the safe checkpoint.
 
         ``everything`` summarises every trace, idle or not (at shard end,
-        where the checkpoint must reach the end). ``clock_secs`` moves the
-        clock forward when the shard is caught up and no newer records will
-        advance it (a quiet stream would otherwise hold traces forever); a
-        runtime that replays flushes must record the value it passed with the
-        flush range and pass the same value again. Raises `SinkError` if a
-        write failed; the same output is written first by the next flush.
+        where the checkpoint must reach the end). ``clock_secs`` is ignored:
+        the clock is stage 1's progress. Raises `SinkError` if a write
+        failed; the same output is written first by the next flush.
         """
-        if clock_secs is not None:
-            self._watermark_secs = max(self._watermark_secs, clock_secs)
+        self._assembler_now_secs = self._watermark_secs
         flush_range = None
         if self._unwritten is None:
             flush_range = self._next_flush_range(everything)
@@ -490,21 +563,39 @@ class TraceShardProcessor:
             key = next(iter(self._first_sequence))
             if self._watermark_secs - self._last_arrival[key] < retention:
                 break
-            del self._first_sequence[key]
+            first = self._first_sequence.pop(key)
+            self._forgotten.append((first, self._last_sequence.pop(key)))
             del self._last_arrival[key]
 
     def _safe_checkpoint(self) -> str | None:
-        """Return the last processed record before any held trace's first."""
-        if self._first_sequence:
-            oldest_needed = min(self._first_sequence.values())
-        else:
-            oldest_needed = None
+        """Return the last processed record a replay may safely start after.
+
+        A replay must rebuild every trace it touches whole. So the checkpoint
+        stays before the first record of every trace still held (pending or
+        retained), and never falls inside a forgotten trace's records: a
+        replay from there would see only the trace's later fragments and put
+        a partial summary over the whole one.
+        """
+        oldest_needed = min(self._first_sequence.values(), default=None)
+        self._forgotten.sort()
+        forgotten = self._forgotten
         checkpoint = None
+        reach = -1  # the furthest last record of forgotten traces begun so far
+        index = 0
         processed = self._processed
         while processed and (
             oldest_needed is None or int(processed[0]) < oldest_needed
         ):
-            checkpoint = processed.popleft()
+            sequence = int(processed[0])
+            while index < len(forgotten) and forgotten[index][0] <= sequence:
+                reach = max(reach, forgotten[index][1])
+                index += 1
+            candidate = processed.popleft()
+            if reach <= sequence:
+                checkpoint = candidate
+        if checkpoint is not None:
+            passed = int(checkpoint)
+            self._forgotten = [span for span in forgotten if span[1] > passed]
         return checkpoint
 
     def discard(self) -> None:

@@ -174,8 +174,9 @@ class SpanstreamRecordProcessor(processor.RecordProcessorBase):
             for record in process_records_input.records
         ]
         clock_secs = None
-        if self._stage == "traces" and process_records_input.millis_behind_latest == 0:
-            # Caught up: no newer record will move the trace stage's clock.
+        if self._stage == "spans" and process_records_input.millis_behind_latest == 0:
+            # Caught up: an idle shard tells the trace stage it has read up to
+            # now, or the trace stage would wait for it forever.
             clock_secs = self._wall_clock()
         checkpoint = checkpoint_with(process_records_input.checkpointer)
         self._run(lambda shard: shard.process(records, checkpoint, clock_secs))

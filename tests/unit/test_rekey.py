@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from spanstream.model import KinesisRecord, RecordRef, SpanBatch
 from spanstream.pipeline import Sinks, TraceShardProcessor
 from spanstream.rekey import (
     REKEYED_FIELDS,
+    SourceProgress,
     decode_rekeyed,
     rekey_records,
     trace_bucket_key,
@@ -37,23 +39,37 @@ def decoded_batch(trace_count: int, seed: int) -> SpanBatch:
     return batch
 
 
-def test_rekeyed_records_round_trip_every_trace_field() -> None:
+PROGRESS = SourceProgress("shard-7", 1_000_000, False, ("shard-7", "shard-8"))
+
+
+def test_rekeyed_records_round_trip_every_trace_field_and_the_progress() -> None:
     batch = decoded_batch(50, seed=3)
-    records = rekey_records(batch, buckets=8)
-    keys = {trace_bucket_key(trace_id, 8) for trace_id in batch.trace_id}
-    # One record per bucket: far fewer records than traces
-    assert sorted(key for key, _ in records) == sorted(keys)
-    assert len(records) <= 8 < len(set(batch.trace_id))
+    records = rekey_records(batch, PROGRESS, buckets=8)
+    # One record per bucket, every bucket: far fewer records than traces
+    assert sorted(key for key, _ in records) == sorted(
+        f"trace-bucket-{n}" for n in range(8)
+    )
+    assert len(set(batch.trace_id)) > 8
     rows = []
     for index, (key, data) in enumerate(records):
-        decoded = decode_rekeyed(KinesisRecord(data, RecordRef("t", "s", str(index))))
-        assert {trace_bucket_key(t, 8) for t in decoded.trace_id} == {key}
+        rekeyed = decode_rekeyed(KinesisRecord(data, RecordRef("t", "s", str(index))))
+        decoded = rekeyed.batch
+        assert rekeyed.progress == PROGRESS
+        assert {trace_bucket_key(t, 8) for t in decoded.trace_id} <= {key}
         assert all(
             len(getattr(decoded, name)) == len(decoded) for name in REKEYED_FIELDS
         )
         rows += zip(*(getattr(decoded, name) for name in REKEYED_FIELDS), strict=True)
     original = zip(*(getattr(batch, name) for name in REKEYED_FIELDS), strict=True)
     assert sorted(rows, key=repr) == sorted(original, key=repr)
+
+
+def test_an_empty_batch_still_tells_every_bucket_the_progress() -> None:
+    records = rekey_records(SpanBatch(), PROGRESS, buckets=4)
+    assert len(records) == 4
+    for _, data in records:
+        rekeyed = decode_rekeyed(KinesisRecord(data, RecordRef("t", "s", "1")))
+        assert len(rekeyed.batch) == 0 and rekeyed.progress == PROGRESS
 
 
 @pytest.mark.parametrize("data", [b"", b"garbage", b"x\x9c\x03\x00\x00\x00\x00\x01"])
@@ -96,8 +112,12 @@ class NoDeadLetters:
         return []
 
 
-def trace_stream(seed: int) -> tuple[list[KinesisRecord], list]:  # type: ignore[type-arg]
-    """Rekeyed records of one trace-stream shard, spans of traces interleaved."""
+SOURCES = ("s-0", "s-1", "s-2")
+
+
+def fragments(seed: int) -> tuple[list[SpanBatch], list]:  # type: ignore[type-arg]
+    """Every trace of a generated stream cut into up to three fragments,
+    as several stage-1 shards would forward them, neighbours interleaved."""
     traces = generate_traces(120, seed, now_unix_nanos=NOW_NANOS)
     batch = decoded_batch(0, seed)
     decoder = RecordDecoder(Settings())
@@ -107,24 +127,44 @@ def trace_stream(seed: int) -> tuple[list[KinesisRecord], list]:  # type: ignore
         )
     pieces = []
     rng = random.Random(seed)
-    # Split each trace into up to three fragments, as several stage-1 shards
-    # would forward them, then interleave the fragments of neighbouring traces.
-    for _, data in rekey_records(batch):
-        decoded = decode_rekeyed(KinesisRecord(data, RecordRef("x", "x", "0")))
-        indices = list(range(len(decoded)))
-        cut = sorted(rng.sample(range(1, len(indices)), min(2, len(indices) - 1)))
-        for part in (indices[: cut[0]], indices[cut[0] :]) if cut else (indices,):
-            if part:
-                pieces.extend(rekey_records(decoded.take(part)))
-    ordered = sorted(enumerate(pieces), key=lambda p: p[0] + rng.uniform(0, 6))
-    records = [
-        KinesisRecord(
-            data,
-            RecordRef("traces", "shard-0", str(1000 + i), 0, key, 1_000_000 + i * 250),
-        )
-        for i, (_, (key, data)) in enumerate(ordered)
+    whole = SourceProgress("x", 0)
+    for _, data in rekey_records(batch, whole, buckets=1):
+        decoded = decode_rekeyed(KinesisRecord(data, RecordRef("x", "x", "0"))).batch
+        by_trace: dict[str, list[int]] = {}
+        for index, trace_id in enumerate(decoded.trace_id):
+            by_trace.setdefault(trace_id, []).append(index)
+        for indices in by_trace.values():
+            cut = sorted(rng.sample(range(1, len(indices)), min(2, len(indices) - 1)))
+            bounds = [0, *cut, len(indices)]
+            for low, high in itertools.pairwise(bounds):
+                pieces.append(decoded.take(indices[low:high]))
+    ordered = [
+        p for _, p in sorted(enumerate(pieces), key=lambda p: p[0] + rng.uniform(0, 6))
     ]
-    return records, truths(traces)
+    return ordered, truths(traces)
+
+
+def as_records(
+    pieces: list[tuple[SpanBatch, SourceProgress]],
+) -> list[KinesisRecord]:
+    """The pieces as one trace-stream shard's records, in this order."""
+    records = []
+    for index, (piece, progress) in enumerate(pieces):
+        ((key, data),) = rekey_records(piece, progress, buckets=1)
+        ref = RecordRef("traces", "shard-0", str(1000 + index), 0, key, 0)
+        records.append(KinesisRecord(data, ref))
+    return records
+
+
+def trace_stream(seed: int) -> tuple[list[KinesisRecord], list]:  # type: ignore[type-arg]
+    """Fragments from three stage-1 shards advancing together, 250 ms apart."""
+    pieces, spans = fragments(seed)
+    return as_records(
+        [
+            (piece, SourceProgress(SOURCES[i % 3], 1_000_000 + i * 250, False, SOURCES))
+            for i, piece in enumerate(pieces)
+        ]
+    ), spans
 
 
 def run(
@@ -198,3 +238,60 @@ def test_crash_and_replay_from_checkpoint_changes_nothing(crash_after: int) -> N
     # A new owner replays from the checkpoint with the same flush boundaries.
     run(records, store, flush_every=40, start_after=checkpoint)
     assert_matches_reference(store, spans)
+
+
+def test_a_lagging_stage_1_shard_holds_traces_until_it_has_read_them() -> None:
+    # GIVEN two stage-1 shards: one races ahead (its fragments first, its
+    # watermark 30 s ahead), the other forwards the rest of every trace later
+    pieces, spans = fragments(seed=22)
+    ahead = [p for i, p in enumerate(pieces) if i % 2 == 0]
+    behind = [p for i, p in enumerate(pieces) if i % 2 == 1]
+    both = ("ahead", "behind")
+    records = as_records(
+        [
+            (piece, SourceProgress("ahead", 1_000_000 + i * 250, False, both))
+            for i, piece in enumerate(ahead)
+        ]
+        + [
+            (piece, SourceProgress("behind", 1_000_000 + i * 250, False, both))
+            for i, piece in enumerate(behind)
+        ]
+    )
+    # WHEN the trace stage reads them, flushing as it goes
+    store = HighWaterMarkStore()
+    run(records, store, flush_every=40)
+    # THEN no trace was summarised before its late fragments: every summary
+    # and edge is exact
+    assert_matches_reference(store, spans)
+
+
+def test_a_stage_1_shard_never_heard_from_holds_the_clock() -> None:
+    records, _ = trace_stream(seed=23)
+    settings = Settings(trace_idle_secs=3, trace_retention_secs=12)
+    store = HighWaterMarkStore()
+    processor = TraceShardProcessor(
+        settings,
+        "traces",
+        "shard-0",
+        Sinks(None, NoDeadLetters(), store),  # type: ignore[arg-type]
+    )
+    # Every record names a fourth shard as expected, which never reports.
+    silent = [
+        KinesisRecord(
+            rekey_records(
+                (rekeyed := decode_rekeyed(r)).batch,
+                SourceProgress(
+                    rekeyed.progress.source,
+                    rekeyed.progress.watermark_millis,
+                    False,
+                    (*SOURCES, "s-silent"),
+                ),
+                buckets=1,
+            )[0][1],
+            r.ref,
+        )
+        for r in records
+    ]
+    processor.process(silent)
+    processor.flush()
+    assert store.summaries == {}
