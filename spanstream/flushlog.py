@@ -460,7 +460,10 @@ class ExactlyOnceShard:
         if self.fenced:
             return
         if self._repeat:
-            logger.info("%s: shutdown before the recorded flushes were repeated")
+            logger.info(
+                "%s: shutdown before the recorded flushes were repeated",
+                self._describe(),
+            )
             self._processor.discard()
             return
         if self._last is not None:
@@ -551,8 +554,18 @@ class ExactlyOnceShard:
             if position is not None:
                 self._log.commit(position)
 
+        started = self._clock()
         if not self._guard(write_and_checkpoint):
             return
+        if intent is not None:
+            # Lifecycle at info: one line a flush interval per shard; the
+            # benchmark reads put-to-durable lag from these lines.
+            logger.info(
+                "flushed %s through %s in %.3f s",
+                self._describe(),
+                intent.last.sequence_number,
+                self._clock() - started,
+            )
         self._first = self._last = None
         self._last_flush = self._clock()
 
