@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cost, e2e, lag, memory, report, throughput, workload
+from bench import cost, e2e, kcl, lag, memory, report, throughput, workload
 from bench.timing import machine
 from spanstream.config import Settings
 from spanstream.decode import native
@@ -45,6 +45,9 @@ class Profile:
     steady_spans_per_sec: float
     steady_secs: float
     flush_interval_secs: float
+    #: spans of the KCL backlog run; 0 skips the KCL measurement (it needs
+    #: the emulators: the quick run's in-process moto cannot serve the daemon)
+    kcl_backlog_spans: int
 
 
 DEFAULT = Profile(
@@ -57,6 +60,7 @@ DEFAULT = Profile(
     steady_spans_per_sec=5_000,
     steady_secs=60,
     flush_interval_secs=Settings().flush_interval_secs,
+    kcl_backlog_spans=20_000,
 )
 QUICK = Profile(
     spans=1_500,
@@ -68,6 +72,7 @@ QUICK = Profile(
     steady_spans_per_sec=400,
     steady_secs=3,
     flush_interval_secs=1.0,
+    kcl_backlog_spans=0,
 )
 
 
@@ -123,11 +128,35 @@ def run_end_to_end(ctx: Context) -> dict[str, Any]:
         return {"lag": lag.lag_percentiles(run), "cost": cost.measure_cost(run)}
 
 
+def run_kcl(ctx: Context) -> dict[str, Any]:
+    """The KCL path's throughput per worker process and its lag (issue 4)."""
+    p = ctx.profile
+    if not p.kcl_backlog_spans:
+        return {"kcl": None}
+    settings = Settings(
+        stream_name="bench-kcl",
+        table_prefix="bench-kcl-",
+        bucket="bench-kcl-archive",
+        flush_interval_secs=p.flush_interval_secs,
+    )
+    with e2e.aws_backend("emulators", settings) as live:
+        return {
+            "kcl": kcl.measure_kcl(
+                live,
+                p.kcl_backlog_spans,
+                p.steady_spans_per_sec,
+                p.steady_secs,
+                ctx.seed,
+            )
+        }
+
+
 MEASUREMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "throughput": run_throughput,
     "memory": run_memory,
     "scaling": run_scaling,
     "e2e": run_end_to_end,
+    "kcl": run_kcl,
 }
 
 
@@ -196,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         step_started = time.monotonic()
         logger.info("measuring %s", name)
         found = MEASUREMENTS[name](ctx)
-        measurements.update(found if name == "e2e" else {name: found})
+        measurements.update(found if name in ("e2e", "kcl") else {name: found})
         logger.info("%s took %.1f s", name, time.monotonic() - step_started)
     results["workload"] = workload.describe(ctx.workload)
     results["measurements"] = measurements

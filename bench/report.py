@@ -14,6 +14,7 @@ TARGETS = (
     ("usd_dynamodb_s3_per_million_spans_kcl", "<=", 0.02, "DynamoDB+S3, KCL"),
     ("usd_dynamodb_s3_per_million_spans_lambda", "<=", 0.02, "DynamoDB+S3, Lambda"),
     ("lag_p99_secs", "<=", None, "flush interval + 2 s"),
+    ("kcl_lag_p99_secs", "<=", None, "KCL: flush interval + 2 s"),
     ("scaling_2_workers", ">=", 1.8, "2 workers on 2 cores / 1"),
 )
 
@@ -28,6 +29,8 @@ HEADLINE_KEYS = (
     "usd_per_million_spans_naive",
     "lag_p99_secs",
     "scaling_2_workers",
+    "kcl_spans_per_sec_per_worker",
+    "kcl_lag_p99_secs",
 )
 
 
@@ -55,6 +58,12 @@ def headline(measurements: dict[str, Any]) -> dict[str, float | None]:
         keys["lag_p50_secs"] = lag["p50_secs"]
     if scaling := measurements.get("scaling"):
         keys["scaling_2_workers"] = scaling["scaling_2_workers"]
+    if kcl := measurements.get("kcl"):
+        keys["kcl_spans_per_sec_per_worker"] = kcl["backlog"][
+            "kcl_spans_per_sec_per_worker"
+        ]
+        keys["kcl_lag_p99_secs"] = kcl["steady"]["p99_secs"]
+        keys["kcl_lag_p50_secs"] = kcl["steady"]["p50_secs"]
     return keys
 
 
@@ -65,6 +74,8 @@ def targets(keys: dict[str, Any], measurements: dict[str, Any]) -> list[dict[str
         bound = fixed_bound
         if key == "lag_p99_secs" and (lag := measurements.get("lag")):
             bound = lag["flush_interval_secs"] + 2
+        if key == "kcl_lag_p99_secs" and (kcl := measurements.get("kcl")):
+            bound = kcl["steady"]["flush_interval_secs"] + 2
         value = keys.get(key)
         met = None
         if value is not None and bound is not None:
@@ -229,6 +240,22 @@ def render(results: dict[str, Any]) -> str:
             f"flush every {lag['flush_interval_secs']:g} s: p50 {lag['p50_secs']} s, "
             f"p99 {lag['p99_secs']} s, max {lag['max_secs']} s "
             f"({lag['spans']:,} spans, {lag['flushes']} flushes)"
+        )
+    if k := m.get("kcl"):
+        b, st = k["backlog"], k["steady"]
+        lines.append("")
+        lines.append(
+            f"[KCL] backlog of {b['spans']:,} spans on {b['shards']} shards: one KCL "
+            f"worker {b['kcl_spans_per_sec_per_worker']:,} spans/s "
+            f"({b['kcl_worker_secs']} s), local runner "
+            f"{b['local_runner_spans_per_sec']:,} spans/s ({b['local_runner_secs']} s)"
+            f", KCL/local {b['kcl_over_local']}x, same emulators"
+        )
+        lines.append(
+            f"[KCL] lag put -> durable at {st['spans_per_sec']:g} spans/s (achieved "
+            f"{st['achieved_spans_per_sec']:,}), flush every "
+            f"{st['flush_interval_secs']:g} s: p50 {st['p50_secs']} s, p99 "
+            f"{st['p99_secs']} s, max {st['max_secs']} s ({st['flushes']} flushes)"
         )
     if s := m.get("scaling"):
         lines.append("")
