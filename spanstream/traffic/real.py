@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,14 @@ _ATTRIBUTE_COLUMNS = (
 )
 
 
+SHARED_DATA_VARIABLE = "SPANSTREAM_SHARED_DATA"
+
+
 def shared_data_dir(repo_root: Path | str | None = None) -> Path:
-    """Return ``<repo root>/../shared/data`` (default root: this checkout)."""
+    """Return ``SPANSTREAM_SHARED_DATA`` if set, else ``<repo root>/../shared/data``
+    (default root: this checkout)."""
+    if not repo_root and (override := os.environ.get(SHARED_DATA_VARIABLE)):
+        return Path(override)
     root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[2]
     return root.parent / "shared" / "data"
 

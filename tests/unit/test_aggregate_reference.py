@@ -80,12 +80,6 @@ def reference_delta(settings: Settings, batch: SpanBatch) -> AggregateDelta:
     return delta
 
 
-ROBOT_SHOP_CSV = (
-    Path(__file__).resolve().parents[3]
-    / "shared/data/real-traces/robot-shop/traces.csv"
-)
-
-
 def assert_same_delta(actual: AggregateDelta, expected: AggregateDelta) -> None:
     assert actual.metrics == expected.metrics
     assert actual.cold_starts == expected.cold_starts
@@ -119,9 +113,8 @@ def random_rows(rng: random.Random, count: int) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.skipif(not ROBOT_SHOP_CSV.exists(), reason="shared data not present")
-def test_matches_reference_on_the_robot_shop_capture() -> None:
-    batch = make_batch(robot_shop_rows(str(ROBOT_SHOP_CSV)))
+def test_matches_reference_on_the_robot_shop_capture(robot_shop_csv: Path) -> None:
+    batch = make_batch(robot_shop_rows(str(robot_shop_csv)))
     settings = Settings()
     aggregator = ShardAggregator(settings)
     aggregator.add(batch)

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from spanfactory import BASE_END_UNIX_NANOS, make_batch, robot_shop_rows
 
 from spanstream.aggregate.traces import TraceAssembler, TraceOutput
@@ -288,12 +287,6 @@ def test_fifty_thousand_pending_traces_fit_in_little_memory() -> None:
     assert held_bytes < 80 * 1024 * 1024, held_bytes
 
 
-ROBOT_SHOP_CSV = (
-    Path(__file__).resolve().parents[3]
-    / "shared/data/real-traces/robot-shop/traces.csv"
-)
-
-
 def naive_edge_counts(rows: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
     """Count (client, server, type) calls straight from the rule, per span."""
     by_id = {(row["trace_id"], row["span_id"]): row for row in rows}
@@ -319,9 +312,8 @@ def naive_edge_counts(rows: list[dict[str, Any]]) -> Counter[tuple[str, str, str
     return counts
 
 
-@pytest.mark.skipif(not ROBOT_SHOP_CSV.exists(), reason="shared data not present")
-def test_robot_shop_capture_in_shuffled_batches() -> None:
-    rows = robot_shop_rows(str(ROBOT_SHOP_CSV))
+def test_robot_shop_capture_in_shuffled_batches(robot_shop_csv: Path) -> None:
+    rows = robot_shop_rows(str(robot_shop_csv))
     shuffled = rows[:]
     random.Random(5).shuffle(shuffled)
     clock = FakeClock()

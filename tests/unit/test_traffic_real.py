@@ -26,14 +26,15 @@ from spanstream.traffic.reference import expected
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
-pytestmark = pytest.mark.skipif(
-    not (DATA_DIR / "real-traces").is_dir(), reason="../shared/data not present"
-)
+pytestmark = pytest.mark.usefixtures("shared_data")
 
 
-def test_data_dir_is_found_beside_the_repo() -> None:
+def test_data_dir_is_found_beside_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPANSTREAM_SHARED_DATA", raising=False)
     assert shared_data_dir() == DATA_DIR
     assert shared_data_dir(REPO_ROOT) == DATA_DIR
+    monkeypatch.setenv("SPANSTREAM_SHARED_DATA", "/elsewhere")
+    assert shared_data_dir() == Path("/elsewhere")
 
 
 @pytest.fixture(scope="module")
