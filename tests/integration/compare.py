@@ -14,7 +14,8 @@ from spanstream.aggregate.sketch import RELATIVE_ACCURACY, relative_error
 from spanstream.aggregate.types import LatencyStats
 from spanstream.config import Settings
 from spanstream.sinks import readers
-from spanstream.traffic.reference import Expected, ExpectedStats
+from spanstream.traffic.reference import Expected, ExpectedStats, expected
+from spanstream.traffic.truth import SpanTruth
 
 QUANTILES = (0.5, 0.9, 0.99)
 MAX_REPORTED = 20
@@ -157,3 +158,17 @@ def report(problems: list[str]) -> str:
     shown = problems[:MAX_REPORTED]
     more = len(problems) - len(shown)
     return "\n".join(shown) + (f"\n... and {more} more" if more > 0 else "")
+
+
+def span_stage_problems(
+    dynamodb: Any, s3: Any, settings: Settings, truth: list[SpanTruth]
+) -> list[str]:
+    """Return the differences of what the span stage writes (RED series, cold
+    starts, the archive) from the reference computed from ``truth``."""
+    want = expected(truth, settings.window_secs)
+    problems = red_problems(dynamodb, settings, want)
+    problems += cold_start_problems(dynamodb, settings, want)
+    problems += archive_problems(
+        s3, settings, Counter((t.trace_id, t.span_id) for t in truth)
+    )
+    return problems

@@ -19,18 +19,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from compare import (
-    archive_problems,
-    cold_start_problems,
     edge_problems,
-    red_problems,
     report,
+    span_stage_problems,
     trace_problems,
 )
 from kcl_harness import (
@@ -103,12 +100,7 @@ def assert_exactly_once(
     dynamodb: Any, s3: Any, settings: Settings, truth: list[SpanTruth]
 ) -> None:
     """Compare the per-shard outputs with the reference: nothing lost or doubled."""
-    want = expected(truth, settings.window_secs)
-    problems = red_problems(dynamodb, settings, want)
-    problems += cold_start_problems(dynamodb, settings, want)
-    problems += archive_problems(
-        s3, settings, Counter((t.trace_id, t.span_id) for t in truth)
-    )
+    problems = span_stage_problems(dynamodb, s3, settings, truth)
     assert not problems, report(problems)
     assert readers.scan_late(dynamodb, settings) == []
 

@@ -17,12 +17,14 @@ import os
 import random
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from compare import archive_problems, cold_start_problems, red_problems, report
+from compare import (
+    report,
+    span_stage_problems,
+)
 from traffic import SharedTraffic, put_with_poison
 
 from consumers.aws_lambda.checkpoints import table_spec
@@ -35,7 +37,6 @@ from spanstream.sinks import readers
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
 from spanstream.traffic.model import truths
-from spanstream.traffic.reference import expected
 
 WINDOW_SPAN_COUNT = int(os.environ.get("SPANSTREAM_TEST_WINDOW_SPANS", "50000"))
 POISON_COUNT = 16
@@ -126,12 +127,7 @@ def run_mapping(
 def assert_outputs_exact(
     settings: Settings, dynamodb: Any, s3: Any, truth: list[Any], poison_count: int
 ) -> None:
-    want = expected(truth, settings.window_secs)
-    problems = red_problems(dynamodb, settings, want)
-    problems += cold_start_problems(dynamodb, settings, want)
-    problems += archive_problems(
-        s3, settings, Counter((t.trace_id, t.span_id) for t in truth)
-    )
+    problems = span_stage_problems(dynamodb, s3, settings, truth)
     assert not problems, report(problems)
     assert readers.count_dead_letters(s3, settings) == poison_count
     assert readers.scan_late(dynamodb, settings) == []
