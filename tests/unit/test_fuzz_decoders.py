@@ -11,7 +11,8 @@ refused record becomes a dead letter with its own bytes and a reason naming
 it, and every span of the valid neighbours is kept.
 
 The examples per test are few enough for CI (the module runs in well under
-a minute); ``fuzz/atheris_decode.py`` runs the same check for hours.
+a minute). A coverage-guided (atheris) harness for runs of hours is not
+written yet.
 """
 
 from __future__ import annotations
