@@ -29,13 +29,15 @@ HEADLINE_KEYS = (
     "usd_per_million_spans_naive",
     "lag_p99_secs",
     "scaling_2_workers",
-    "kcl_spans_per_sec_per_worker",
-    "kcl_lag_p99_secs",
 )
 
 
 def headline(measurements: dict[str, Any]) -> dict[str, float | None]:
-    """Return the headline keys from the measurements (None: not measured)."""
+    """Return the headline keys from the measurements (None: not measured).
+
+    The KCL keys (``kcl_*``) are there only when the KCL path was measured
+    (never in the quick run, which has no emulators for the daemon).
+    """
     keys: dict[str, float | None] = dict.fromkeys(HEADLINE_KEYS)
     throughput = measurements.get("throughput")
     if throughput:
