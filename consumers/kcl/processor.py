@@ -63,6 +63,9 @@ _LEASE_GONE_ERRORS = {"ShutdownException", "InvalidStateException"}
 #: renews leases every third of ``failoverTimeMillis`` (10 s in production,
 #: 3 s in tests), so a zombie is told well within this.
 FENCE_GRACE_SECS = 30.0
+#: What a record processor logs when it exits for that reason (the launcher,
+#: like the tests' fleet, then starts the daemon again).
+FENCED_EXIT_MESSAGE = "fenced off by another claim but still holding the lease"
 
 
 def stage_from_env(environ: dict[str, str] | None = None) -> str:
@@ -259,10 +262,10 @@ class SpanstreamRecordProcessor(processor.RecordProcessorBase):
             self._fenced_since = now
         if last_call or now - self._fenced_since >= FENCE_GRACE_SECS:
             logger.error(
-                "%s/%s: fenced off by another claim but still holding the lease; "
-                "exiting so that the lease moves and the shard is replayed",
+                "%s/%s: %s; exiting so that the lease moves and the shard is replayed",
                 self._stream,
                 self._shard_id,
+                FENCED_EXIT_MESSAGE,
             )
             raise SystemExit(1)
 

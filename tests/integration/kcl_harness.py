@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.kcl.daemon import Daemon, KclTuning, application_name, render_properties
+from consumers.kcl.processor import FENCED_EXIT_MESSAGE
 from consumers.kcl.progress import checkpoints_reached, last_sequence_numbers
 from devenv.ports import wait_until
 from spanstream.config import Settings
@@ -40,6 +41,8 @@ class KclFleet:
     run_dir: Path
     stage: str = "spans"
     workers: dict[str, Daemon] = field(default_factory=dict)
+    #: workers that exited on purpose (fenced off) and were replaced
+    restarts: list[str] = field(default_factory=list)
     _started: int = 0
 
     @property
@@ -81,12 +84,23 @@ class KclFleet:
             self.kill(worker_id)
 
     def died(self) -> str | None:
-        """Return a message if a worker exited on its own (for `wait_until`)."""
-        for worker_id, daemon in self.workers.items():
+        """Return a message if a worker exited on its own (for `wait_until`).
+
+        A worker whose record processor exited because it was fenced off
+        while still holding a lease (`consumers.kcl.processor`) is started
+        again, as the launcher does, under a new id; that is not a death.
+        """
+        for worker_id, daemon in list(self.workers.items()):
             code = daemon.poll()
-            if code is not None:
-                tail = daemon.log_path.read_text(errors="replace")[-3000:]
-                return f"worker {worker_id} exited with {code}:\n{tail}"
+            if code is None:
+                continue
+            log = daemon.log_path.read_text(errors="replace")
+            if FENCED_EXIT_MESSAGE in log:
+                del self.workers[worker_id]
+                self.restarts.append(worker_id)
+                self.start()
+                continue
+            return f"worker {worker_id} exited with {code}:\n{log[-3000:]}"
         return None
 
     def log_lines(self) -> list[dict[str, Any]]:
