@@ -52,10 +52,16 @@ def emulators(
 ) -> Iterator[Emulators | LocalStack]:
     """Yield the started backend; its logs are in ``.run/pytest-emulators``.
 
+    ``SPANSTREAM_TEST_RUN_DIR`` names another folder, so that two pytest
+    sessions in one tree do not delete each other's emulator files.
+
     Also puts its dummy AWS credentials and region into ``os.environ`` for
     the session, so that boto3 clients (and subprocesses) can sign requests.
     """
-    run_dir = request.config.rootpath / ".run" / "pytest-emulators"
+    run_dir = Path(
+        os.environ.get("SPANSTREAM_TEST_RUN_DIR")
+        or request.config.rootpath / ".run" / "pytest-emulators"
+    )
     shutil.rmtree(run_dir, ignore_errors=True)  # logs of the previous session
     backend = emulators_from_env(run_dir=run_dir)
     with pytest.MonkeyPatch.context() as patch, backend:
