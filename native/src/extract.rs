@@ -563,14 +563,20 @@ impl<'a, 'py> Extractor<'a, 'py> {
             self.args.max_value_chars,
             &mut ignored,
             |key, typed| {
-                if key == tenant_attribute {
-                    slots[resource_key::TENANT] = typed.clone();
-                }
                 if let Some(index) = resource_key::slot(key) {
                     slots[index] = typed;
                 }
             },
         )?;
+        // The last attribute of the tenant key, even past the count limit, as
+        // `_last_value` reads it: the tenant decides where spans are written.
+        if let Some(key_value) = key_values
+            .iter()
+            .rev()
+            .find(|kv| kv.key == tenant_attribute)
+        {
+            slots[resource_key::TENANT] = Typed::of(key_value.value.as_ref());
+        }
         let tenant = if slots[resource_key::TENANT].is_truthy() {
             typed_str(&mut self.cache, &slots[resource_key::TENANT])?
         } else {

@@ -3,8 +3,9 @@
 This is the one place where protobuf span objects become columns. Every
 derived column follows a rule documented in docs/enrichment.md:
 
-* tenant: the resource attribute named by ``Settings.tenant_attribute``,
-  else ``Settings.default_tenant``;
+* tenant: the resource attribute named by ``Settings.tenant_attribute``
+  (the last one of that name, even past the attribute count limit), else
+  ``Settings.default_tenant``;
 * service: resource ``service.name``, else ``unknown_service``;
 * operation: see `spanstream.enrich.operation`;
 * is_error: OTel status ERROR, a server span with HTTP status >= 500, a client
@@ -30,6 +31,7 @@ from spanstream.config import Settings
 from spanstream.enrich.attributes import (
     AttributeCounters,
     AttributeLimits,
+    any_value_to_python,
     to_string_map,
 )
 from spanstream.enrich.operation import operation_name
@@ -71,6 +73,21 @@ def _first(typed: dict[str, Any], *names: str) -> Any:
     return None
 
 
+def _last_value(key_values: Any, key: str) -> Any:
+    """Return the plain value of the last attribute named ``key``, else None.
+
+    Unlike ``to_string_map`` this ignores the attribute count limit: the
+    tenant decides whose prefix and partitions a span is written to, so a
+    resource with many attributes must not move its spans to the default
+    tenant.
+    """
+    found = None
+    for key_value in key_values:
+        if key_value.key == key:
+            found = key_value.value
+    return None if found is None else any_value_to_python(found)
+
+
 def _as_int(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
@@ -98,8 +115,9 @@ class SpanExtractor:
         """Return the derived columns every span of ``pb_resource`` shares."""
         counters = AttributeCounters()
         rendered, typed = to_string_map(pb_resource.attributes, self._limits, counters)
+        tenant = _last_value(pb_resource.attributes, self._tenant_attribute)
         return ResourceContext(
-            tenant=str(typed.get(self._tenant_attribute) or self._default_tenant),
+            tenant=str(tenant or self._default_tenant),
             service=str(typed.get("service.name") or UNKNOWN_SERVICE),
             cloud_region=_as_str(typed.get("cloud.region")),
             cloud_account_id=_as_str(typed.get("cloud.account.id")),

@@ -168,6 +168,37 @@ def test_default_tenant_and_configurable_tenant_attribute() -> None:
     )
 
 
+@pytest.mark.parametrize("decoder", ["python", "native"])
+def test_tenant_is_kept_past_the_attribute_count_limit(decoder: str) -> None:
+    # GIVEN a resource whose tenant attribute comes after the count limit
+    settings = Settings(max_attributes_per_span=4)
+    resource = {f"filler.{index}": "x" for index in range(10)}
+    resource["tenant.id"] = "tenant-a"
+    data = make_request([make_span()], resource).SerializeToString()
+    batch = SpanBatch()
+    # WHEN it is decoded
+    RecordDecoder(settings, decoder).decode(make_record(data), batch, [])
+    # THEN its spans stay the tenant's, not the default tenant's, though the
+    # archived attribute map is still capped
+    assert batch.tenant == ["tenant-a"]
+    assert len(batch.resource_attributes[0]) == 4
+    assert "tenant.id" not in batch.resource_attributes[0]
+
+
+@pytest.mark.parametrize("decoder", ["python", "native"])
+def test_last_tenant_attribute_wins(decoder: str) -> None:
+    request = make_request([make_span()], {"service.name": "a"})
+    attributes = request.resource_spans[0].resource.attributes
+    for tenant in ("first", "second", "last"):
+        attributes.add(key="tenant.id").value.string_value = tenant
+    batch = SpanBatch()
+    settings = Settings(max_attributes_per_span=2)
+    RecordDecoder(settings, decoder).decode(
+        make_record(request.SerializeToString()), batch, []
+    )
+    assert batch.tenant == ["last"]
+
+
 def test_missing_service_name() -> None:
     assert enrich_one(make_span(), {"tenant.id": "t"})["service"] == "unknown_service"
 

@@ -107,6 +107,15 @@ def otlp_bytes(span_count: int = 3) -> bytes:
     return make_request(spans).SerializeToString()
 
 
+def with_tenant_attributes(*tenants: str) -> bytes:
+    """A request whose resource has a ``tenant.id`` attribute per tenant."""
+    request = make_request([make_span()])
+    attributes = request.resource_spans[0].resource.attributes
+    for tenant in tenants:
+        attributes.add(key="tenant.id").value.string_value = tenant
+    return request.SerializeToString()
+
+
 # GIVEN the payloads of test_decode.py / test_enrich.py ------------------------
 
 EXAMPLES = {
@@ -173,6 +182,11 @@ EXAMPLES = {
     "reference raises on int path": make_request(
         [make_span(), make_span(name="GET", attributes={"url.path": 7})]
     ).SerializeToString(),
+    "tenant past the attribute limit": make_request(
+        [make_span()],
+        {**{f"filler.{i}": i for i in range(130)}, "tenant.id": "late"},
+    ).SerializeToString(),
+    "tenant three times": with_tenant_attributes("first", "", "last"),
     "odd resource values": make_request(
         [make_span()], {"service.name": 0, "tenant.id": False, "cloud.region": 1.5}
     ).SerializeToString(),
