@@ -5,6 +5,8 @@
 ``spanstream demo``   the demo (``python -m consumers.demo``)
 ``spanstream traffic`` put generated traffic on a stream
                       (``python -m spanstream.traffic``)
+``spanstream dlq``    list, show and re-drive dead letters
+                      (``python -m consumers.dlq``)
 """
 
 from __future__ import annotations
@@ -37,11 +39,18 @@ def _traffic(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _dlq(argv: Sequence[str]) -> int:
+    from consumers.dlq import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "local": _local,
     "kcl": _kcl,
     "demo": _demo,
     "traffic": _traffic,
+    "dlq": _dlq,
 }
 
 

@@ -8,6 +8,11 @@ bytes (base64), at a key that depends only on the record's position::
 so a replay overwrites instead of duplicating, and a re-drive can list a
 stream or shard and read each `DeadLetter` back. The format is
 ``schemas/events/dead-letter.schema.json``.
+
+A dead letter that ``spanstream dlq redrive`` (`spanstream.deadletters`) has
+put back on a stream is moved, unchanged, to the same key below
+``{dead_letter_prefix}redriven/``; `list_dead_letters` lists only the keys
+below ``{dead_letter_prefix}stream=``, so it never shows those.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import logging
 from collections.abc import Iterator
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from spanstream.config import Settings
 from spanstream.errors import SinkError
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"
+REDRIVEN_FOLDER = "redriven/"
 
 
 def dead_letter_prefix(
@@ -54,6 +60,26 @@ def dead_letter_key(settings: Settings, ref: RecordRef) -> str:
     """Return the object key of the dead letter of the record at ``ref``."""
     position = encode_component(f"{ref.sequence_number}-{ref.sub_sequence_number}")
     return f"{dead_letter_prefix(settings, ref.stream, ref.shard_id)}{position}.json"
+
+
+def redriven_prefix(
+    settings: Settings, stream: str | None = None, shard_id: str | None = None
+) -> str:
+    """Return the key prefix of re-driven dead letters: all, of a stream or a shard."""
+    below = dead_letter_prefix(settings, stream, shard_id)
+    below = below[len(settings.dead_letter_prefix) :]
+    return f"{settings.dead_letter_prefix}{REDRIVEN_FOLDER}{below}"
+
+
+def redriven_key(settings: Settings, key: str) -> str:
+    """Return the key the dead letter at ``key`` is moved to once re-driven.
+
+    Raises ValueError for a key that is not a dead letter's.
+    """
+    prefix = settings.dead_letter_prefix
+    if not key.startswith(f"{prefix}stream="):
+        raise ValueError(f"not a dead letter key below {prefix!r}: {key!r}")
+    return f"{prefix}{REDRIVEN_FOLDER}{key[len(prefix) :]}"
 
 
 def to_document(dead_letter: DeadLetter) -> dict[str, Any]:
@@ -141,6 +167,39 @@ class DeadLetterWriter:
         return keys
 
 
+class StoredDeadLetter(NamedTuple):
+    """A dead letter's key and the size of its JSON object (not of the record)."""
+
+    key: str
+    object_size_bytes: int
+
+
+def list_dead_letter_objects(
+    s3_client: Any,
+    settings: Settings,
+    stream: str | None = None,
+    shard_id: str | None = None,
+    redriven: bool = False,
+) -> Iterator[StoredDeadLetter]:
+    """Yield the dead letters of every stream, of ``stream``, or of one shard.
+
+    ``redriven`` lists those moved below ``redriven/`` instead. Keys come in
+    S3 order (lexicographic, so not sequence order across sequence numbers
+    of different lengths). Raises ValueError for a shard without a stream.
+    """
+    if shard_id is not None and stream is None:
+        raise ValueError("shard_id needs a stream")
+    prefix_of = redriven_prefix if redriven else dead_letter_prefix
+    prefix = prefix_of(settings, stream, shard_id)
+    if stream is None:
+        prefix += "stream="
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=settings.bucket, Prefix=prefix):
+        for entry in page.get("Contents", ()):
+            if entry["Key"].endswith(".json"):
+                yield StoredDeadLetter(entry["Key"], int(entry["Size"]))
+
+
 def list_dead_letters(
     s3_client: Any,
     settings: Settings,
@@ -149,17 +208,11 @@ def list_dead_letters(
 ) -> Iterator[str]:
     """Yield the keys of all dead letters, of ``stream``, or of one of its shards.
 
-    Keys come in S3 order (lexicographic, so not sequence order across
-    sequence numbers of different lengths).
+    Re-driven ones are not among them. Keys come in S3 order (lexicographic,
+    so not sequence order across sequence numbers of different lengths).
     """
-    if shard_id is not None and stream is None:
-        raise ValueError("shard_id needs a stream")
-    paginator = s3_client.get_paginator("list_objects_v2")
-    prefix = dead_letter_prefix(settings, stream, shard_id)
-    for page in paginator.paginate(Bucket=settings.bucket, Prefix=prefix):
-        for entry in page.get("Contents", ()):
-            if entry["Key"].endswith(".json"):
-                yield entry["Key"]
+    for stored in list_dead_letter_objects(s3_client, settings, stream, shard_id):
+        yield stored.key
 
 
 def read_dead_letter(s3_client: Any, settings: Settings, key: str) -> DeadLetter:
