@@ -42,6 +42,16 @@ class CallCounter:
         events.register("after-call.dynamodb", self._count_capacity)
         return client
 
+    def merged(self, other: CallCounter) -> CallCounter:
+        """Return a new counter holding this one's counts plus ``other``'s."""
+        total = CallCounter()
+        total.calls = self.calls + other.calls
+        total.read_units = self.read_units + other.read_units
+        total.write_units = self.write_units + other.write_units
+        total.put_payload_units = self.put_payload_units + other.put_payload_units
+        total.s3_put_bytes = self.s3_put_bytes + other.s3_put_bytes
+        return total
+
     def count(self, service: str, operation: str) -> int:
         return self.calls[f"{service}:{operation}"]
 

@@ -4,18 +4,21 @@ Every figure comes from counted calls (`bench.calls.CallCounter`) against
 the backend of an end-to-end run (`bench.e2e.SteadyRun`):
 
 * ``local`` is *measured*: the local runner's own calls during the run.
-* ``kcl`` and ``lambda`` are the shapes those runtimes will have, *replayed*
-  on the records of the same run (same shards, same arrival times) through
-  the core with their flush pattern, against the same backend, calls
-  counted. What those runtimes add beyond the core's calls (lease renewals,
-  checkpoint items, Lambda requests and GB-seconds, GetRecords polls) is
-  *modelled* from the parameters below and labelled so.
+* ``lambda`` is *measured*: the real handler, fed live by the local
+  event-source mapping while a put loop runs at the same rate
+  (`bench.lambdarun`); requests are its invocations, GB-seconds its measured
+  durations. Lambda runs only the span stage, so the trace stage's calls
+  (summaries and edges, which run on KCL workers or the local runner) are
+  added from the ``kcl`` replay's trace stage, per million spans, and
+  labelled so.
+* ``kcl`` is the KCL shape *replayed* on the records of the run's first
+  `REPLAY_SECS` (same shards, same arrival times) through the core with the
+  KCL's flush pattern, against the same backend, calls counted. What the
+  KCL adds beyond the core's calls (lease renewals, checkpoint items,
+  GetRecords polls) is *modelled* from the parameters below and labelled
+  so: the daemon is Java, and its calls cannot be counted from here.
 * ``naive`` is the baseline's one ``UpdateItem`` per span, *measured on a
   sample* of the run's records and extrapolated per span.
-
-When the KCL worker and the Lambda handler exist, a function running the
-real runtime against the backend and returning a `Usage` of measured calls
-replaces `replay_kcl` or `replay_lambda` in `SHAPES`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import naive
+from bench import lambdarun, naive
 from bench.calls import CallCounter
 from bench.e2e import SteadyRun
+from bench.lambdarun import LAMBDA_MEMORY_MB
 from consumers.local.runner import to_kinesis_record
 from devenv.resources import create_resources, create_stream
 from spanstream.aws import make_client
@@ -46,16 +49,11 @@ PRICES_PATH = Path(__file__).with_name("prices.json")
 #: the lease holder every failover time / 3 (``failoverTimeMillis`` 10 s).
 KCL_POLL_SECS = 1.0
 KCL_LEASE_RENEWAL_SECS = 10.0 / 3
-#: Lambda: event-source mapping batch size and batching window, function
-#: memory, and one checkpoint item written per invocation.
-LAMBDA_BATCH_RECORDS = 1_000
-LAMBDA_BATCHING_WINDOW_SECS = 10.0
-LAMBDA_MEMORY_MB = 1_024
-LAMBDA_CHECKPOINT_WRITES_PER_INVOCATION = 1
 #: Spans of the naive baseline's measured sample.
 NAIVE_SAMPLE_SPANS = 500
-#: The replays take the records of the run's first seconds of arrivals
-#: (three flush intervals by default), which keeps the run within budget.
+#: The KCL replay takes the records of the run's first seconds of arrivals
+#: (three flush intervals by default), and the Lambda run puts for as long,
+#: which keeps the benchmark within its budget.
 REPLAY_SECS = 30.0
 
 
@@ -77,9 +75,20 @@ class Usage:
     modelled_write_units: float = 0.0
     get_records: int = 0
     notes: list[str] = field(default_factory=list)
+    spans_per_invocation_sec: float | None = None
+    #: other shapes' figures added per million spans (the Lambda path's
+    #: trace stage, which runs elsewhere)
+    added: list[Usage] = field(default_factory=list)
 
     def per_million_spans(self) -> dict[str, float]:
-        scale = 1_000_000 / self.spans
+        own = self._own_per_million_spans()
+        for other in self.added:
+            for key, value in other.per_million_spans().items():
+                own[key] += value
+        return own
+
+    def _own_per_million_spans(self) -> dict[str, float]:
+        scale = 1_000_000 / max(self.spans, 1)
         return {
             "dynamodb_write_units": (
                 self.counted.write_units + self.modelled_write_units
@@ -120,7 +129,7 @@ class Usage:
         }
 
     def report(self, prices: dict[str, Any]) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "how": self.how,
             "spans": self.spans,
             "per_million_spans": {
@@ -132,6 +141,11 @@ class Usage:
             "calls": dict(sorted(self.counted.calls.items())),
             "notes": self.notes,
         }
+        if self.added:
+            found["added"] = [other.shape for other in self.added]
+        if self.spans_per_invocation_sec is not None:
+            found["spans_per_invocation_sec"] = round(self.spans_per_invocation_sec)
+        return found
 
 
 # -- measured: the local runner ------------------------------------------
@@ -193,7 +207,8 @@ def first_seconds(
 
 
 class _Replay:
-    """Sinks for one shape under its own tables, with calls counted."""
+    """Sinks for one shape under its own tables, with calls counted: the
+    span stage's in ``counter``, the trace stage's in ``trace_counter``."""
 
     def __init__(self, settings: Settings, shape: str) -> None:
         self.settings = replace(
@@ -203,6 +218,7 @@ class _Replay:
             trace_stream_name=f"bench-{shape}-traces",
         )
         self.counter = CallCounter()
+        self.trace_counter = CallCounter()
         kinesis, dynamodb, s3 = (
             make_client(name, self.settings) for name in ("kinesis", "dynamodb", "s3")
         )
@@ -211,10 +227,17 @@ class _Replay:
         for client in (kinesis, dynamodb, s3):
             self.counter.attach(client)
         self.sinks = make_sinks(self.settings, s3, dynamodb, kinesis)
+        trace_sinks = make_sinks(
+            self.settings,
+            *(
+                self.trace_counter.attach(make_client(name, self.settings))
+                for name in ("s3", "dynamodb", "kinesis")
+            ),
+        )
         self.now_secs = 0.0
         self.trace_stage = TraceStage(
             self.settings,
-            self.sinks.aggregates,
+            trace_sinks.aggregates,
             f"bench-{shape}-trace-stage",
             clock=lambda: self.now_secs,
         )
@@ -241,9 +264,14 @@ def _arrival_secs(record: KinesisRecord) -> float:
     return record.ref.arrival_unix_millis / 1000
 
 
-def replay_kcl(run: SteadyRun, records: dict[str, list[KinesisRecord]]) -> Usage:
+def replay_kcl(
+    run: SteadyRun, records: dict[str, list[KinesisRecord]]
+) -> tuple[Usage, Usage]:
     """The KCL shape: one processor per shard, each flushing alone every
-    flush interval (no cross-shard merge), GetRecords per shard per poll."""
+    flush interval (no cross-shard merge), GetRecords per shard per poll.
+
+    Returns the shape's usage and, apart, its trace stage's alone.
+    """
     replay = _Replay(run.settings, "kcl")
     interval = replay.settings.flush_interval_secs
     start = min(_arrival_secs(r[0]) for r in records.values() if r)
@@ -276,10 +304,10 @@ def replay_kcl(run: SteadyRun, records: dict[str, list[KinesisRecord]]) -> Usage
     duration_secs = max(end - start, KCL_POLL_SECS)
     shards = len(records)
     lease_writes = shards * duration_secs / KCL_LEASE_RENEWAL_SECS
-    return Usage(
+    usage = Usage(
         "kcl",
         spans,
-        replay.counter,
+        replay.counter.merged(replay.trace_counter),
         "core calls measured (replayed per shard, each shard flushing alone); "
         "GetRecords polls, lease renewals and checkpoints modelled",
         modelled_write_units=lease_writes + flushes,
@@ -294,62 +322,54 @@ def replay_kcl(run: SteadyRun, records: dict[str, list[KinesisRecord]]) -> Usage
             "to the trace stream are measured PutRecords",
         ],
     )
+    trace_stage = Usage(
+        "kcl-trace-stage",
+        spans,
+        replay.trace_counter,
+        "the KCL replay's trace stage alone (summaries and edges)",
+    )
+    return usage, trace_stage
 
 
-def replay_lambda(run: SteadyRun, records: dict[str, list[KinesisRecord]]) -> Usage:
-    """The Lambda shape: per shard, batches of up to `LAMBDA_BATCH_RECORDS`
-    records or `LAMBDA_BATCHING_WINDOW_SECS` of arrivals; each invocation
-    processes and flushes its batch alone. Handler time is measured."""
-    replay = _Replay(run.settings, "lambda")
-    batches: list[tuple[float, str, list[KinesisRecord]]] = []
-    for shard_id, shard_records in records.items():
-        batch: list[KinesisRecord] = []
-        for record in shard_records:
-            if batch and (
-                len(batch) >= LAMBDA_BATCH_RECORDS
-                or _arrival_secs(record) - _arrival_secs(batch[0])
-                >= LAMBDA_BATCHING_WINDOW_SECS
-            ):
-                batches.append((_arrival_secs(batch[-1]), shard_id, batch))
-                batch = []
-            batch.append(record)
-        if batch:
-            batches.append((_arrival_secs(batch[-1]), shard_id, batch))
-    memory_gb = LAMBDA_MEMORY_MB / 1024
-    gb_seconds = 0.0
-    handler_secs: list[float] = []
-    spans = 0
-    for arrival_secs, shard_id, batch in sorted(batches, key=lambda b: b[0]):
-        replay.advance(arrival_secs)
-        started = time.perf_counter()
-        processor = replay.processor(shard_id)
-        spans += processor.process(batch)
-        processor.flush()
-        elapsed = time.perf_counter() - started
-        handler_secs.append(elapsed)
-        gb_seconds += math.ceil(elapsed * 1000) / 1000 * memory_gb
-    replay.trace_stage.flush(everything=True)
-    invocations = len(batches)
-    handler_secs.sort()
+def lambda_usage(run: SteadyRun, trace_stage: Usage) -> Usage:
+    """The Lambda path, measured live (`bench.lambdarun`), plus ``trace_stage``
+    per million spans: Lambda runs the span stage only."""
+    window_secs = min(
+        lambdarun.LAMBDA_BATCHING_WINDOW_SECS, run.settings.flush_interval_secs
+    )
+    measured = lambdarun.measure_lambda(
+        run.settings,
+        run.spans_per_sec,
+        min(REPLAY_SECS, run.duration_secs),
+        shard_count=run.shard_count,
+        seed=run.seed,
+        in_process_producer=run.in_process_producer,
+        batching_window_secs=window_secs,
+    )
+    trace_write_units = trace_stage.per_million_spans()["dynamodb_write_units"]
     return Usage(
         "lambda",
-        spans,
-        replay.counter,
-        "core calls measured (replayed per invocation, each flushing alone); "
-        "Lambda requests and GB-seconds modelled from measured handler time",
-        lambda_requests=invocations,
-        lambda_gb_seconds=gb_seconds,
-        modelled_write_units=invocations * LAMBDA_CHECKPOINT_WRITES_PER_INVOCATION,
+        measured.spans,
+        measured.counted,
+        "measured: the real handler fed live by the local event-source mapping "
+        f"while {REPLAY_SECS:g} s of traffic were put; requests and GB-seconds "
+        "counted from its invocations; the trace stage (which Lambda does not "
+        "run) added from the kcl replay's",
+        lambda_requests=measured.invocations,
+        lambda_gb_seconds=measured.billed_gb_seconds,
+        added=[trace_stage],
         notes=[
-            f"batch size {LAMBDA_BATCH_RECORDS} records, batching window "
-            f"{LAMBDA_BATCHING_WINDOW_SECS:g} s, {LAMBDA_MEMORY_MB} MB, "
-            f"{invocations} invocations, median handler time "
-            f"{handler_secs[len(handler_secs) // 2]:.3f} s (against the emulators)",
-            f"modelled: {LAMBDA_CHECKPOINT_WRITES_PER_INVOCATION} checkpoint item "
-            "write per invocation",
-            "the trace stage's own invocations are not counted; its DynamoDB "
-            "writes are (replayed in-process)",
+            f"batch size {lambdarun.LAMBDA_BATCH_RECORDS} records, batching window "
+            f"{window_secs:g} s, {measured.memory_mb} MB, "
+            f"{measured.invocations} invocations of {measured.records} records, "
+            f"median {measured.median_invocation_secs():.3f} s, "
+            f"{measured.spans_per_invocation_sec:,.0f} spans per invocation-second "
+            "(against the emulators, sharing the CPU with the put loop)",
+            "checkpoint items are the handler's measured writes",
+            f"trace stage added: {trace_write_units:,.0f} write units "
+            "per million spans",
         ],
+        spans_per_invocation_sec=measured.spans_per_invocation_sec,
     )
 
 
@@ -401,24 +421,15 @@ def naive_usage(
     )
 
 
-#: Runtime shapes priced next to the local runner; replace a replay with the
-#: real runtime's measured run when it exists.
-SHAPES: dict[str, Callable[[SteadyRun, dict[str, list[KinesisRecord]]], Usage]] = {
-    "kcl": replay_kcl,
-    "lambda": replay_lambda,
-}
-
-
 def measure_cost(run: SteadyRun) -> dict[str, Any]:
     """Item 4 for every shape; returns per-million-span requests and dollars."""
     prices = load_prices()
     records = first_seconds(read_back(run.settings), REPLAY_SECS)
     usages = {"local": local_usage(run)}
-    for shape, replay in SHAPES.items():
-        usages[shape] = replay(run, records)
-    lambda_usage = usages["lambda"]
+    usages["kcl"], trace_stage = replay_kcl(run, records)
+    usages["lambda"] = lambda_usage(run, trace_stage)
     usages["naive"] = naive_usage(
-        run, records, lambda_usage.lambda_requests / lambda_usage.spans
+        run, records, usages["lambda"].lambda_requests / usages["lambda"].spans
     )
     stream = _stream_usd_per_million(run, prices)
     return {

@@ -84,6 +84,8 @@ class SteadyRun:
     producer_calls: CallCounter = field(default_factory=CallCounter)
     spans_read: int = 0
     wall_secs: float = 0.0
+    seed: int = 42
+    in_process_producer: bool = False
 
     @property
     def spans_put(self) -> int:
@@ -226,14 +228,21 @@ def steady_run(
     """
     setup = [make_client(name, settings) for name in ("kinesis", "dynamodb", "s3")]
     create_resources(settings, *setup, shard_count=shard_count)
-    run = SteadyRun(settings, spans_per_sec, duration_secs, shard_count)
+    run = SteadyRun(
+        settings,
+        spans_per_sec,
+        duration_secs,
+        shard_count,
+        seed=seed,
+        in_process_producer=in_process_producer,
+    )
     kinesis, dynamodb, s3 = (
         run.runner_calls.attach(make_client(name, settings))
         for name in ("kinesis", "dynamodb", "s3")
     )
     runner = _RecordingRunner(settings, kinesis, make_sinks(settings, s3, dynamodb))
     runner.discover_shards()
-    producer = _Producer(
+    producer = Producer(
         settings, spans_per_sec, duration_secs, seed, in_process_producer
     )
     started = time.monotonic()
@@ -261,7 +270,7 @@ def steady_run(
     return run
 
 
-class _Producer:
+class Producer:
     """The put loop, in a thread (in-process backend) or a forked process."""
 
     def __init__(

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import RUN_DIR, Flush, SteadyRun, _Producer
+from bench.e2e import RUN_DIR, Flush, Producer, SteadyRun
 from bench.lag import lag_percentiles
 from consumers.kcl.daemon import Daemon, KclTuning, application_name, render_properties
 from consumers.kcl.progress import (
@@ -154,7 +154,7 @@ def _steady(
             poll_interval_secs=0.2,
             abort=lambda: _exited(daemon),
         )
-        producer = _Producer(settings, spans_per_sec, duration_secs, seed, False)
+        producer = Producer(settings, spans_per_sec, duration_secs, seed, False)
         wait_until(
             producer.finished,
             timeout_secs=duration_secs + 120,

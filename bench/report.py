@@ -193,8 +193,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
         lines.append(
             f"[4] per million spans, put at {cost['steady_spans_per_sec']:g} spans/s "
-            f"(achieved {cost['achieved_spans_per_sec']:,}), replaying the first "
-            f"{cost['replayed_secs']:g} s for kcl/lambda, "
+            f"(achieved {cost['achieved_spans_per_sec']:,}); kcl replays the first "
+            f"{cost['replayed_secs']:g} s, lambda runs live on as many seconds; "
             f"{cost['region']} prices of {cost['prices_as_of']}"
         )
         rows = []
@@ -231,6 +231,11 @@ def render(results: dict[str, Any]) -> str:
         )
         for shape, c in cost["shapes"].items():
             lines.append(f"  {shape}: {c['how']}")
+            if "spans_per_invocation_sec" in c:
+                lines.append(
+                    f"  {shape}: {c['spans_per_invocation_sec']:,} spans per "
+                    "invocation-second"
+                )
         stream = cost["stream_usd_per_million_spans"]
         lines.append(f"  stream (every shape): ${stream['usd']} ({stream['how']})")
     if lag := m.get("lag"):

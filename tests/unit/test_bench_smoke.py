@@ -40,6 +40,15 @@ def test_quick_run_writes_every_headline_key_as_a_number(tmp_path: Path) -> None
     assert results["mode"] == "quick"
     assert results["workload"]["spans"] >= 1_500
     assert "full path" in done.stdout
+    # The Lambda shape is the real handler's measured run, not a model.
+    lambda_shape = results["measurements"]["cost"]["shapes"]["lambda"]
+    assert lambda_shape["how"].startswith("measured")
+    assert lambda_shape["spans"] > 0
+    assert lambda_shape["spans_per_invocation_sec"] > 0
+    assert lambda_shape["per_million_spans"]["lambda_requests"] > 0
+    assert lambda_shape["per_million_spans"]["lambda_gb_seconds"] > 0
+    assert lambda_shape["calls"]["dynamodb:PutItem"] > 0  # its checkpoints
+    assert lambda_shape["added"] == ["kcl-trace-stage"]
 
 
 def test_lag_is_the_first_covering_flush_minus_the_put_time() -> None:
