@@ -36,7 +36,7 @@ MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 MVN := mvn -B -q -C
 
 .PHONY: help install native kcl-jars test unit integration lint demo bench \
-	localstack-test lambda-package emulators-up emulators-down clean
+	localstack-test lambda-package lambda-bytecode emulators-up emulators-down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -120,8 +120,15 @@ bench: install ## Run the benchmarks (python -m bench)
 # dependencies as Linux x86_64 wheels for the function's Python, and the
 # spanstream and consumers packages. The compiled decoder is not included:
 # the function decodes with the Python decoder (SPANSTREAM_DECODER=auto).
+# Lambda's code directory is read-only, so bytecode must ship in the package
+# or every cold start compiles every module: LAMBDA_PYTHON (the runtime's
+# Python version, found on PATH) compiles it, with unchecked hashes because
+# the zip does not keep the sources' modification times exactly.
 LAMBDA_BUILD := build/lambda
 LAMBDA_PYTHON_VERSION := 3.13
+LAMBDA_PYTHON ?= $(shell for python in python$(LAMBDA_PYTHON_VERSION) \
+	$${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(LAMBDA_PYTHON_VERSION)*/bin/python3; \
+	do $$python -c '' 2>/dev/null && { command -v $$python; break; }; done)
 
 lambda-package: $(STAMPS)/python-deps ## Build build/lambda, the code of deploy/template.yaml (then: sam deploy)
 	rm -rf $(LAMBDA_BUILD)
@@ -130,7 +137,18 @@ lambda-package: $(STAMPS)/python-deps ## Build build/lambda, the code of deploy/
 		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 		-r requirements.txt
 	cp -r spanstream consumers $(LAMBDA_BUILD)/
+	$(MAKE) --no-print-directory lambda-bytecode LAMBDA_BUILD=$(LAMBDA_BUILD)
+
+lambda-python: # The interpreter lambda-bytecode compiles with (for its test)
+	@echo "$(LAMBDA_PYTHON)"
+
+lambda-bytecode: ## Compile LAMBDA_BUILD's modules for the function's Python (part of lambda-package)
 	find $(LAMBDA_BUILD) -name __pycache__ -type d -prune -exec rm -rf {} +
+	@test -n "$(LAMBDA_PYTHON)" || { echo "python$(LAMBDA_PYTHON_VERSION) not \
+	found (PATH, pyenv): it compiles the package's bytecode for the function's \
+	runtime; set LAMBDA_PYTHON=/path/to/python$(LAMBDA_PYTHON_VERSION)" >&2; exit 1; }
+	$(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+		$(LAMBDA_BUILD)
 
 emulators-up: install ## Start the emulators in the background; endpoints in .run/endpoints.env
 	$(BIN)/python -m devenv up --run-dir $(RUN_DIR)
