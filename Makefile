@@ -36,7 +36,7 @@ MVN_DEPENDENCY_PLUGIN := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 MVN := mvn -B -q -C
 
 .PHONY: help install native kcl-jars test unit integration lint demo bench \
-	localstack-test lambda-package lambda-bytecode emulators-up emulators-down clean
+	localstack-test soak lambda-package lambda-bytecode emulators-up emulators-down clean
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -115,6 +115,11 @@ demo: install ## Run the demo: emulators, traffic, KCL workers, summary (python 
 
 bench: install ## Run the benchmarks (python -m bench)
 	$(BIN)/python -m bench
+
+SOAK_SECS ?= 1800
+SOAK_SPANS_PER_SEC ?= 5000
+soak: install ## Soak: SOAK_SECS (30 min) at SOAK_SPANS_PER_SEC, memory and lag flat? (bench/soak-results.json)
+	$(BIN)/python -m bench.soak --secs $(SOAK_SECS) --spans-per-sec $(SOAK_SPANS_PER_SEC)
 
 # The code deploy/template.yaml deploys (its CodeUri): the runtime
 # dependencies as Linux x86_64 wheels for the function's Python, and the

@@ -131,9 +131,27 @@ def put_steadily(
     their windows are current. Returns every record put and the calls made.
     """
     calls = CallCounter()
-    kinesis = calls.attach(make_client("kinesis", settings))
-    generator = TrafficGenerator(seed, spread_secs=10.0)
     puts: list[PutRecord] = []
+    for tick in put_ticks(settings, spans_per_sec, duration_secs, seed, calls):
+        puts.extend(tick)
+    return puts, calls
+
+
+def put_ticks(
+    settings: Settings,
+    spans_per_sec: float,
+    duration_secs: float,
+    seed: int,
+    calls: CallCounter | None = None,
+) -> Iterator[list[PutRecord]]:
+    """Put traces every `TICK_SECS` at ``spans_per_sec``; yield each tick's records.
+
+    ``calls`` (if given) counts the puts' calls. Raises RuntimeError when
+    PutRecords rejects records.
+    """
+    client = make_client("kinesis", settings)
+    kinesis = calls.attach(client) if calls is not None else client
+    generator = TrafficGenerator(seed, spread_secs=10.0)
     started = time.monotonic()
     spans_put = 0
     ticks = 0
@@ -148,40 +166,47 @@ def put_steadily(
             spans_due -= len(trace.spans)
             spans_put += len(trace.spans)
         labelled = encode_labelled_records(traces, Form.OTLP_PROTO, seed + ticks)
-        put_unix_secs = time.time()
-        for chunk in _chunks(labelled, MAX_PUT_RECORDS):
-            response = kinesis.put_records(
-                StreamName=settings.stream_name,
-                Records=[
-                    {"Data": r.record.data, "PartitionKey": r.record.partition_key}
-                    for r in chunk
-                ],
-            )
-            if response.get("FailedRecordCount"):
-                raise RuntimeError(
-                    f"PutRecords to {settings.stream_name} rejected "
-                    f"{response['FailedRecordCount']} of {len(chunk)} records"
-                )
-            for entry, record in zip(response["Records"], chunk, strict=True):
-                puts.append(
-                    PutRecord(
-                        entry["ShardId"],
-                        entry["SequenceNumber"],
-                        record.span_count,
-                        put_unix_secs,
-                    )
-                )
+        yield _put(kinesis, settings.stream_name, labelled)
         ticks += 1
         next_tick = started + ticks * TICK_SECS
         time.sleep(max(0.0, next_tick - time.monotonic()))
-    return puts, calls
+
+
+def _put(
+    kinesis: Any, stream_name: str, labelled: list[LabelledRecord]
+) -> list[PutRecord]:
+    puts: list[PutRecord] = []
+    put_unix_secs = time.time()
+    for chunk in _chunks(labelled, MAX_PUT_RECORDS):
+        response = kinesis.put_records(
+            StreamName=stream_name,
+            Records=[
+                {"Data": r.record.data, "PartitionKey": r.record.partition_key}
+                for r in chunk
+            ],
+        )
+        if response.get("FailedRecordCount"):
+            raise RuntimeError(
+                f"PutRecords to {stream_name} rejected "
+                f"{response['FailedRecordCount']} of {len(chunk)} records"
+            )
+        for entry, record in zip(response["Records"], chunk, strict=True):
+            puts.append(
+                PutRecord(
+                    entry["ShardId"],
+                    entry["SequenceNumber"],
+                    record.span_count,
+                    put_unix_secs,
+                )
+            )
+    return puts
 
 
 def _chunks(records: list[LabelledRecord], size: int) -> list[list[LabelledRecord]]:
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
-class _RecordingRunner(LocalRunner):
+class RecordingRunner(LocalRunner):
     """The local runner, noting what each flush covered and when it ended."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -226,8 +251,10 @@ def steady_run(
     TimeoutError if the runner has not read every span put within
     ``drain_deadline_secs`` after the put loop ended.
     """
-    setup = [make_client(name, settings) for name in ("kinesis", "dynamodb", "s3")]
-    create_resources(settings, *setup, shard_count=shard_count)
+    kinesis, dynamodb, s3 = (
+        make_client(name, settings) for name in ("kinesis", "dynamodb", "s3")
+    )
+    create_resources(settings, kinesis, dynamodb, s3, shard_count=shard_count)
     run = SteadyRun(
         settings,
         spans_per_sec,
@@ -240,7 +267,7 @@ def steady_run(
         run.runner_calls.attach(make_client(name, settings))
         for name in ("kinesis", "dynamodb", "s3")
     )
-    runner = _RecordingRunner(settings, kinesis, make_sinks(settings, s3, dynamodb))
+    runner = RecordingRunner(settings, kinesis, make_sinks(settings, s3, dynamodb))
     runner.discover_shards()
     producer = Producer(
         settings, spans_per_sec, duration_secs, seed, in_process_producer

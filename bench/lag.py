@@ -40,8 +40,8 @@ def lag_percentiles(run: SteadyRun) -> dict[str, Any]:
         weighted.append((times[index] - put.put_unix_secs, put.span_count))
     return {
         "spans": sum(count for _, count in weighted),
-        "p50_secs": round(_percentile(weighted, 0.50), 2),
-        "p99_secs": round(_percentile(weighted, 0.99), 2),
+        "p50_secs": round(weighted_percentile(weighted, 0.50), 2),
+        "p99_secs": round(weighted_percentile(weighted, 0.99), 2),
         "max_secs": round(max(lag for lag, _ in weighted), 2),
         "flushes": len(run.flushes),
         "flush_interval_secs": run.settings.flush_interval_secs,
@@ -52,7 +52,7 @@ def lag_percentiles(run: SteadyRun) -> dict[str, Any]:
     }
 
 
-def _percentile(weighted: list[tuple[float, int]], fraction: float) -> float:
+def weighted_percentile(weighted: list[tuple[float, int]], fraction: float) -> float:
     ordered = sorted(weighted)
     total = sum(count for _, count in ordered)
     threshold = fraction * total
