@@ -208,8 +208,11 @@ def is_redriven_key(settings: Settings, key: str) -> bool:
 
 
 def show_text(document: dict[str, Any]) -> str:
-    """Return ``name: value`` lines of a summary document."""
-    lines = [f"{name}: {one_line(str(value))}" for name, value in document.items()]
+    """Return ``name: value`` lines of a summary document (nested ones flat)."""
+    flat: dict[str, Any] = {}
+    for name, value in document.items():
+        flat.update(value if isinstance(value, dict) else {name: value})
+    lines = [f"{name}: {one_line(str(value))}" for name, value in flat.items()]
     arrival = datetime.fromtimestamp(document["arrival_unix_millis"] / 1000, UTC)
     lines.append(f"arrival_time: {arrival.isoformat(timespec='milliseconds')}")
     return "\n".join(lines)

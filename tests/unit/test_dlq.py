@@ -280,6 +280,20 @@ def test_show_prints_metadata_and_writes_bytes_only_to_the_file(
     assert_no_payload(out, err)
 
 
+def test_show_of_a_redriven_dead_letter_says_where_it_was_put(
+    s3: Any, kinesis: Any, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [key] = write(s3, settings, dead_letter(1))
+    redriver = Redriver(s3, kinesis, settings, wall_clock=lambda: 1_714_557_700.5)
+    [result] = redriver.redrive(RedriveRequest())
+    assert dlq.main(["show", redriven_key(settings, key)]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["redriven-to-stream"] == STREAM
+    assert lines["redriven-shard-id"] == result.shard_id
+    assert lines["redriven-sequence-number"] == result.sequence_number
+    assert lines["redriven-unix-millis"] == "1714557700500"
+
+
 def test_show_of_a_missing_key_exits_1(
     s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
