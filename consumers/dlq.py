@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from consumers.logs import log_json_to_stderr
 from spanstream.aws import make_client
 from spanstream.config import Settings
@@ -73,7 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("configuration error: %s", exc)
         return 2
     command: Callable[[argparse.Namespace, Settings], int] = args.run
-    return command(args, settings)
+    try:
+        return command(args, settings)
+    except (SinkError, ClientError, BotoCoreError) as exc:
+        # Listing the bucket failed (no such bucket, no permission, no
+        # endpoint): nothing was done past what was already printed.
+        logger.error("dlq failed: %s", exc)
+        print(f"spanstream dlq: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

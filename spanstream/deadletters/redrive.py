@@ -41,7 +41,7 @@ from functools import partial
 from itertools import islice
 from typing import Any, NamedTuple
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from spanstream.config import Settings
 from spanstream.deadletters.put import PutEntry, PutResult, put_entries
@@ -181,7 +181,7 @@ class Redriver:
             if self._is_redriven(key):
                 return _Loaded(key, is_redriven=True)
             return _Loaded(key, read_dead_letter(self.s3_client, self.settings, key))
-        except (SinkError, ValueError) as exc:
+        except (SinkError, ValueError, ClientError, BotoCoreError) as exc:
             return _Loaded(key, error=str(exc))
 
     def _is_redriven(self, key: str) -> bool:

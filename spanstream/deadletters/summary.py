@@ -17,6 +17,8 @@ from functools import partial
 from itertools import islice
 from typing import Any, NamedTuple
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from spanstream.config import Settings
 from spanstream.decode.envelope import detect_compression, is_kpl_aggregated
 from spanstream.errors import SinkError
@@ -123,7 +125,7 @@ def _summary_or_error(
 ) -> DeadLetterSummary | UnreadableDeadLetter:
     try:
         return read_summary(s3_client, settings, key)
-    except SinkError as exc:
+    except (SinkError, ClientError, BotoCoreError) as exc:
         logger.warning("cannot read dead letter %s: %s", key, exc)
         return UnreadableDeadLetter(key, str(exc))
 

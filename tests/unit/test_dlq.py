@@ -253,6 +253,13 @@ def test_list_names_an_unreadable_object_and_exits_1(
     assert foreign in err
 
 
+def test_a_missing_bucket_is_an_error_not_a_traceback(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert dlq.main(["list"]) == 1
+    assert "NoSuchBucket" in capsys.readouterr().err
+
+
 def test_shard_without_stream_is_a_usage_error(s3: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
         dlq.main(["redrive", "--shard", SHARD])
