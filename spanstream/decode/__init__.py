@@ -149,7 +149,9 @@ class RecordDecoder:
         raise DecodeError(
             ref,
             "payload is not OTLP protobuf, OTLP/JSON or Zipkin JSON, nor gzip, "
-            f"zlib, zstd or deflate of them; starts with {payload[:16]!r}",
+            # The first bytes in hex tell the form; more could be customer data.
+            f"zlib, zstd or deflate of them; {len(payload)} bytes starting "
+            f"{payload[:4].hex(' ')}",
         )
 
     def _parse_protobuf(self, payload: bytes) -> Any:
@@ -222,11 +224,15 @@ class RecordDecoder:
         before = len(batch)
         extractor = self._native_extractor if is_native else self._extractor
         extract_stats = extractor.extract(pb_traces, ref, batch)
-        if extract_stats.spans == 0 and extract_stats.invalid_spans > 0:
+        if extract_stats.invalid_spans > 0 and extract_stats.spans == 0:
             raise DecodeError(
                 ref,
                 f"none of the record's {extract_stats.invalid_spans} spans is valid",
             )
+        if extract_stats.spans == 0:
+            # Lenient protobuf parsing reads many short byte strings (b"\x0a\x00")
+            # as a request with empty resources; such a record must not vanish.
+            raise DecodeError(ref, "request holds no spans")
         self.stats.spans += extract_stats.spans
         self.stats.invalid_spans += extract_stats.invalid_spans
         self.stats.dropped_attributes += extract_stats.dropped_attributes

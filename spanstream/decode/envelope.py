@@ -13,16 +13,16 @@ exhausting memory.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import logging
 import zlib
 from enum import Enum
+from typing import Any
 
 import zstandard
-from aws_kinesis_agg import DIGEST_SIZE, MAGIC
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+from aws_kinesis_agg import DIGEST_SIZE, MAGIC, messages_pb2
+from google.protobuf.message import DecodeError as DecodeProtobufError
 
 from spanstream.errors import DecodeError, DecompressionBombError
 from spanstream.model import KinesisRecord, RecordRef
@@ -52,44 +52,67 @@ def deaggregate(record: KinesisRecord) -> list[KinesisRecord]:
     Each user record keeps the Kinesis sequence number and gets its
     sub-sequence number and partition key. A record without the magic number
     is returned as the only element. Raises `DecodeError` when the envelope's
-    MD5 digest does not match or its protobuf does not parse, because
-    aws-kinesis-agg would otherwise hand the envelope back as ordinary data,
-    and when it holds no user record (the KPL never writes one; the bytes
-    would vanish without a dead letter).
+    MD5 digest does not match, its protobuf does not parse, a user record
+    points outside the partition or explicit hash key table, or it holds no
+    user record (the KPL never writes one; the bytes would vanish without a
+    dead letter).
+
+    The envelope is parsed with aws-kinesis-agg's message definition, not
+    its ``iter_deaggregate_records``: on an inconsistent key table that
+    iterator prints the record's bytes to stderr (customer data in the logs)
+    and silently drops the user records after the bad one.
     """
     data = record.data
     if not is_kpl_aggregated(data):
         return [record]
+    ref = record.ref
     body = data[len(MAGIC) :]
     if len(body) <= DIGEST_SIZE:
-        raise DecodeError(record.ref, f"KPL record of {len(data)} bytes is too short")
-    message, digest = body[:-DIGEST_SIZE], body[-DIGEST_SIZE:]
-    if hashlib.md5(message).digest() != digest:
-        raise DecodeError(record.ref, "KPL record's MD5 digest does not match its body")
-    ref = record.ref
-    boto3_record = {
-        "Data": data,
-        "PartitionKey": ref.partition_key,
-        "SequenceNumber": ref.sequence_number,
-        "ApproximateArrivalTimestamp": ref.arrival_unix_millis,
-    }
-    user_records = []
-    for user_record in iter_deaggregate_records(boto3_record, data_format="Boto3"):
-        kinesis = user_record["kinesis"]
-        if not kinesis.get("aggregated"):
-            raise DecodeError(ref, "KPL record's protobuf envelope does not parse")
-        user_records.append(
-            KinesisRecord(
-                base64.b64decode(kinesis["data"]),
-                ref._replace(
-                    sub_sequence_number=kinesis["subSequenceNumber"],
-                    partition_key=kinesis["partitionKey"],
-                ),
-            )
-        )
-    if not user_records:
+        raise DecodeError(ref, f"KPL record of {len(data)} bytes is too short")
+    message_bytes, digest = body[:-DIGEST_SIZE], body[-DIGEST_SIZE:]
+    if hashlib.md5(message_bytes).digest() != digest:
+        raise DecodeError(ref, "KPL record's MD5 digest does not match its body")
+    message = messages_pb2.AggregatedRecord()
+    try:
+        message.ParseFromString(message_bytes)
+    except DecodeProtobufError as exc:
+        raise DecodeError(ref, "KPL record's protobuf envelope does not parse") from exc
+    if not message.records:
         raise DecodeError(ref, "KPL record holds no user records")
-    return user_records
+    partition_keys = message.partition_key_table
+    _check_key_tables(message, ref)
+    return [
+        KinesisRecord(
+            user_record.data,
+            ref._replace(
+                sub_sequence_number=index,
+                partition_key=partition_keys[user_record.partition_key_index],
+            ),
+        )
+        for index, user_record in enumerate(message.records)
+    ]
+
+
+def _check_key_tables(message: Any, ref: RecordRef) -> None:
+    """Raise `DecodeError` if a user record's key index is outside its table."""
+    partition_keys = len(message.partition_key_table)
+    hash_keys = len(message.explicit_hash_key_table)
+    for index, user_record in enumerate(message.records):
+        if user_record.partition_key_index >= partition_keys:
+            raise DecodeError(
+                ref,
+                f"KPL user record {index} refers to partition key index "
+                f"{user_record.partition_key_index} of a table of {partition_keys}",
+            )
+        if (
+            user_record.HasField("explicit_hash_key_index")
+            and user_record.explicit_hash_key_index >= hash_keys
+        ):
+            raise DecodeError(
+                ref,
+                f"KPL user record {index} refers to explicit hash key index "
+                f"{user_record.explicit_hash_key_index} of a table of {hash_keys}",
+            )
 
 
 def detect_compression(payload: bytes) -> Compression:

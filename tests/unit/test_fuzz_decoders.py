@@ -17,6 +17,7 @@ written yet.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -28,7 +29,7 @@ from collections.abc import Callable
 
 import pytest
 import zstandard
-from aws_kinesis_agg import MAGIC
+from aws_kinesis_agg import MAGIC, messages_pb2
 from aws_kinesis_agg.aggregator import RecordAggregator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -432,6 +433,40 @@ def test_kpl_with_valid_digest_over_garbage(decoder: str, body: bytes) -> None:
     """A correct MD5 over a body that is not an aggregated record."""
     data = MAGIC + body + hashlib.md5(body).digest()
     check_between_neighbours(data, decoder)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_kpl_with_a_partition_key_index_out_of_range_is_one_quiet_dead_letter(
+    decoder: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """aws-kinesis-agg's own iterator prints such a record's bytes to stderr
+    and drops the user records after the bad one without a word."""
+    secret = b"s3cr3t-user-record-bytes"
+    message = messages_pb2.AggregatedRecord()
+    message.partition_key_table.append("pk-0")
+    for index in (0, 7, 0):  # the second one points past the table
+        user_record = message.records.add()
+        user_record.partition_key_index = index
+        user_record.data = VALID_RECORDS[0] if index == 0 else secret
+    body = message.SerializeToString()
+    data = MAGIC + body + hashlib.md5(body).digest()
+
+    dead_letters = check_between_neighbours(data, decoder)
+
+    assert [d.record_bytes for d in dead_letters] == [data]
+    assert "partition key index 7" in dead_letters[0].reason
+    printed = capfd.readouterr()
+    assert secret.decode() not in printed.out + printed.err
+    assert base64.b64encode(secret).decode()[:16] not in printed.out + printed.err
+
+
+def test_an_unknown_payload_reason_does_not_quote_the_payload() -> None:
+    secret = b"\x7fs3cr3t-not-a-known-form"
+    dead_letters = check_between_neighbours(secret, "python")
+
+    assert len(dead_letters) == 1
+    assert "s3cr3t" not in dead_letters[0].reason
+    assert "7f" in dead_letters[0].reason  # the first bytes, in hex, say what it is
 
 
 def test_kpl_fixture_has_records() -> None:
