@@ -20,6 +20,9 @@ import zlib
 from enum import Enum
 from typing import Any
 
+# Imported for its side effect: it puts aws_kinesis_agg's folder on sys.path,
+# without which messages_pb2's own "import config_pb2" fails.
+import aws_kinesis_agg.deaggregator  # noqa: F401
 import zstandard
 from aws_kinesis_agg import DIGEST_SIZE, MAGIC, messages_pb2
 from google.protobuf.message import DecodeError as DecodeProtobufError
