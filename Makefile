@@ -121,6 +121,28 @@ SOAK_SPANS_PER_SEC ?= 5000
 soak: install ## Soak: SOAK_SECS (30 min) at SOAK_SPANS_PER_SEC, memory and lag flat? (bench/soak-results.json)
 	$(BIN)/python -m bench.soak --secs $(SOAK_SECS) --spans-per-sec $(SOAK_SPANS_PER_SEC)
 
+# Coverage-guided fuzzing of the decoders (fuzz/decoders.py), for long runs;
+# CI runs the hypothesis version in tests/unit. Seeds are rebuilt each run,
+# the grown corpus is kept, and a crash, a hang over FUZZ_TIMEOUT_SECS or RSS
+# over FUZZ_RSS_MB stops the run with the input in .cache/fuzz/artifacts/.
+FUZZ_SECS ?= 600
+FUZZ_RSS_MB ?= 2048
+FUZZ_TIMEOUT_SECS ?= 10
+FUZZ_DIR := .cache/fuzz
+.PHONY: fuzz
+fuzz: $(STAMPS)/fuzz-deps $(STAMPS)/project $(STAMPS)/native ## Fuzz the decoders with atheris for FUZZ_SECS (600) s
+	rm -rf $(FUZZ_DIR)/seeds
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	$(BIN)/python -m fuzz.decoders --write-corpus $(FUZZ_DIR)/seeds
+	$(BIN)/python -m fuzz.decoders $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds \
+		-max_total_time=$(FUZZ_SECS) -rss_limit_mb=$(FUZZ_RSS_MB) \
+		-timeout=$(FUZZ_TIMEOUT_SECS) -artifact_prefix=$(FUZZ_DIR)/artifacts/ \
+		-print_final_stats=1
+
+$(STAMPS)/fuzz-deps: requirements-fuzz.txt $(STAMPS)/python-deps
+	$(PIP) install -r requirements-fuzz.txt
+	@mkdir -p $(@D) && touch $@
+
 # The code deploy/template.yaml deploys (its CodeUri): the runtime
 # dependencies as Linux x86_64 wheels for the function's Python, and the
 # spanstream and consumers packages. The compiled decoder is not included:
