@@ -11,7 +11,8 @@ decoder. The invariants are the unit test's:
 * the input yields spans, or dead letters (stage ``decode`` or ``limit``, a
   reason, the record's own location, and its bytes or, for a KPL user record,
   that user record's), never nothing;
-* both decoders give the same rows, dead letters and counts.
+* both decoders give the same rows, dead letters and counts;
+* the rows encode as an archive Parquet file.
 
 libFuzzer's ``-timeout`` and ``-rss_limit_mb`` turn a hang or unbounded memory
 into a crash too. Coverage comes from the Python code only: the compiled
@@ -36,6 +37,8 @@ from pathlib import Path
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder, native
 from spanstream.model import DeadLetter, KinesisRecord, RecordRef, SpanBatch
+from spanstream.sinks.archive import encode_parquet
+from spanstream.traffic import otlp
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_traces
 from spanstream.traffic.poison import poison_records
@@ -49,6 +52,7 @@ except ImportError:  # one_input runs without it (tests/unit/test_fuzz_harness.p
 FUZZ_SETTINGS = Settings(max_record_bytes=64 * 1024)
 DECODERS = ("python", "native") if native.is_available() else ("python",)
 NOW_UNIX_NANOS = 1_700_000_000_000_000_000
+SERVER_KIND, CLIENT_KIND = 2, 3
 FIRST_SEQUENCE = 49_000_000_000_000_000_000_000_000_000_000_000_000_000_000
 SAMPLE_EVENTS = Path(__file__).resolve().parent.parent / "tests" / "data" / "lambda"
 
@@ -125,6 +129,8 @@ def decode_between_neighbours(data: bytes, decoder: str) -> Outcome:
 def one_input(data: bytes) -> None:
     """Check every invariant for one fuzzed record; raise on a broken one."""
     outcomes = [decode_between_neighbours(data, decoder) for decoder in DECODERS]
+    # The rows must fit the archive, or one span fails its whole batch's write.
+    encode_parquet(outcomes[0].batch)
     first = outcomes[0].comparable()
     for decoder, outcome in zip(DECODERS[1:], outcomes[1:], strict=True):
         assert outcome.comparable() == first, f"{decoder} differs from python"
@@ -150,14 +156,39 @@ NEIGHBOUR_SPANS = {
 }
 
 
+def odd_typed_request() -> bytes:
+    """Return a request whose rule-read attributes have unusual value types.
+
+    The generator writes every attribute with its usual type; these give the
+    fuzzer doubles, ints and strings a byte or two away from odd cases
+    (infinite status codes, non-string paths) to mutate.
+    """
+    request = otlp.export_request(_TRACES[0].spans[:1])
+    resource_spans = request.resource_spans[0]
+    resource_spans.resource.attributes.add(key="tenant.id").value.int_value = 42
+    server = resource_spans.scope_spans[0].spans[0]
+    client = resource_spans.scope_spans[0].spans.add()
+    client.CopyFrom(server)
+    client.span_id = b"\x5a" * 8
+    server.name, server.kind = "GET", SERVER_KIND
+    server.attributes.add(key="http.status_code").value.double_value = 503.0
+    server.attributes.add(key="url.path").value.string_value = "/a/1"
+    client.kind = CLIENT_KIND
+    client.attributes.add(key="http.response.status_code").value.string_value = "404"
+    client.attributes.add(key="peer.service").value.bool_value = True
+    return request.SerializeToString()
+
+
 def seed_inputs() -> list[bytes]:
-    """Return the seed corpus: valid records of every form, poison records and
-    the record data of the sample Lambda events in tests/data."""
+    """Return the seed corpus: valid records of every form, poison records,
+    odd attribute types and the record data of the sample Lambda events in
+    tests/data."""
     seeds = [
         record.data
         for form in Form
         for record in encode_records(_TRACES, form, seed=3, batch_spans=16)[:3]
     ]
+    seeds.append(odd_typed_request())
     seeds += [poison.data for poison in poison_records(16, seed=5)]
     for path in sorted(SAMPLE_EVENTS.glob("*.json")):
         event = json.loads(path.read_text(encoding="utf-8"))

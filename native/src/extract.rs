@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -273,6 +273,14 @@ impl<'py> HttpStatus<'py> {
             HttpStatus::Big(number) => number.clone(),
         })
     }
+
+    /// None unless the status fits the archive's int32 column, as `_as_int`.
+    fn within_int32(self) -> Self {
+        match self {
+            HttpStatus::Small(number) if i32::try_from(number).is_ok() => self,
+            _ => HttpStatus::None,
+        }
+    }
 }
 
 fn short_decimal(text: &str) -> Option<i64> {
@@ -311,7 +319,9 @@ fn as_int<'py>(
             Err(_) => HttpStatus::Big(number),
         }),
         Err(err)
-            if err.is_instance_of::<PyTypeError>(py) || err.is_instance_of::<PyValueError>(py) =>
+            if err.is_instance_of::<PyTypeError>(py)
+                || err.is_instance_of::<PyValueError>(py)
+                || err.is_instance_of::<PyOverflowError>(py) =>
         {
             Ok(HttpStatus::None)
         }
@@ -661,7 +671,8 @@ impl<'a, 'py> Extractor<'a, 'py> {
                 &slots,
                 &[key::HTTP_RESPONSE_STATUS_CODE, key::HTTP_STATUS_CODE],
             ),
-        )?;
+        )?
+        .within_int32();
         let has_exception = span.has_exception_event;
         let is_error = status_code == STATUS_ERROR
             || has_exception

@@ -68,7 +68,7 @@ def operation_name(
     is_server: bool,
     http_method: str | None,
     http_route: str | None,
-    http_path: str | None,
+    http_path: object,
 ) -> str:
     """Return the operation of a span (see the module docstring for the rule)."""
     if not is_server or not is_method_only(span_name):
@@ -77,5 +77,6 @@ def operation_name(
     if http_route:
         return f"{method} {http_route}"
     if http_path:
-        return f"{method} {template_path(path_of(http_path))}"
+        # str(): a path attribute sent as a number or a list is still a path.
+        return f"{method} {template_path(path_of(str(http_path)))}"
     return span_name or method

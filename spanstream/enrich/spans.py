@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 UNKNOWN_SERVICE = "unknown_service"
 _SERVER, _CLIENT, _PRODUCER = 2, 3, 4
 _STATUS_ERROR = 2
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 class ResourceContext(NamedTuple):
@@ -89,12 +90,18 @@ def _last_value(key_values: Any, key: str) -> Any:
 
 
 def _as_int(value: Any) -> int | None:
+    """Return ``value`` as an int that fits the archive's int32 column, else None.
+
+    Infinite, out-of-range and non-numeric values are no status code: one
+    span must not make its whole batch fail to archive.
+    """
     if value is None or isinstance(value, bool):
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if _INT32_MIN <= number <= _INT32_MAX else None
 
 
 def _as_str(value: Any) -> str | None:

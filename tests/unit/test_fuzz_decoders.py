@@ -11,8 +11,8 @@ refused record becomes a dead letter with its own bytes and a reason naming
 it, and every span of the valid neighbours is kept.
 
 The examples per test are few enough for CI (the module runs in well under
-a minute). A coverage-guided (atheris) harness for runs of hours is not
-written yet.
+a minute). fuzz/decoders.py checks the same with atheris, for long runs
+(``make fuzz``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder
 from spanstream.model import DeadLetter, KinesisRecord, RecordRef, SpanBatch
+from spanstream.sinks.archive import encode_parquet
 from spanstream.traffic import otlp
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_traces
@@ -471,6 +473,69 @@ def test_an_unknown_payload_reason_does_not_quote_the_payload() -> None:
 
 def test_kpl_fixture_has_records() -> None:
     assert len(KPL_RECORDS) >= 2
+
+
+# -- found by the atheris harness (fuzz/decoders.py) or its invariants -------
+AnyValue = common_pb2.AnyValue
+
+
+def _without_spans_json() -> bytes:
+    return raw_deflate(b'{"resourceSpans":[{"scopeSpans":[{}]}]}')
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize(
+    "data",
+    [b"\x0a\x00", b'{"resourceSpans":[]}', _without_spans_json()],
+    ids=["empty-resource-proto", "otlp-json-no-resources", "deflate-json-no-spans"],
+)
+def test_a_record_without_spans_is_a_dead_letter(decoder: str, data: bytes) -> None:
+    """Lenient parsing took these for requests and they vanished silently."""
+    dead_letters = check_between_neighbours(data, decoder)
+    assert [d.reason for d in dead_letters] == ["request holds no spans"]
+
+
+def _span_with(attributes: dict[str, AnyValue], name: str) -> bytes:
+    request = otlp.export_request(_TRACES[0].spans[:1])
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.name, span.kind = name, 2  # a SERVER span named by its method only
+    for key, value in attributes.items():
+        span.attributes.add(key=key).value.CopyFrom(value)
+    return request.SerializeToString()
+
+
+ODD_VALUES = {
+    "infinite status": {"http.status_code": AnyValue(double_value=math.inf)},
+    "huge float status": {"http.status_code": AnyValue(double_value=1e300)},
+    "status past int32": {
+        "http.response.status_code": AnyValue(string_value="99999999999")
+    },
+    "int path": {"url.path": AnyValue(int_value=7)},
+    "list path": {
+        "http.target": AnyValue(
+            array_value=common_pb2.ArrayValue(values=[AnyValue(string_value="/a/1")])
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("case", sorted(ODD_VALUES))
+def test_odd_attribute_types_neither_escape_decode_nor_fail_the_archive(
+    decoder: str, case: str
+) -> None:
+    """These raised out of decode (OverflowError, TypeError) or out of the
+    Parquet encoder, failing the whole batch instead of one attribute."""
+    data = _span_with(ODD_VALUES[case], "GET")
+    assert check_between_neighbours(data, decoder) == []
+    batch = SpanBatch()
+    RecordDecoder(FUZZ_SETTINGS, decoder).decode(KinesisRecord(data, ref(1)), batch, [])
+    assert len(batch) == 1
+    assert batch.http_status_code == [None]
+    assert encode_parquet(batch)
+    if "path" in case:
+        assert batch.operation[0].startswith("GET ")
+        assert batch.operation[0] != "GET"
 
 
 # -- what the logs say -------------------------------------------------------

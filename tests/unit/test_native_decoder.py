@@ -173,14 +173,21 @@ EXAMPLES = {
             "faas.name": "",
         },
     ).SerializeToString(),
-    # The reference raises out of decode for these (see the module notes in
-    # spanstream/decode/native.py); the native path must raise the same way,
-    # after appending the same earlier rows.
-    "reference raises on inf status": make_request(
+    # The reference raised out of decode for the first two, and wrote a status
+    # the archive's int32 column refuses for the third.
+    "inf status": make_request(
         [make_span(), make_span(attributes={"http.status_code": math.inf})]
     ).SerializeToString(),
-    "reference raises on int path": make_request(
+    "int path": make_request(
         [make_span(), make_span(name="GET", attributes={"url.path": 7})]
+    ).SerializeToString(),
+    "status past int32": make_request(
+        [
+            make_span(attributes={"http.status_code": 2**31}),
+            make_span(attributes={"http.status_code": -(2**31)}),
+            make_span(attributes={"http.status_code": "2147483647"}),
+            make_span(attributes={"http.status_code": 1e300}),
+        ]
     ).SerializeToString(),
     "tenant past the attribute limit": make_request(
         [make_span()],
