@@ -555,6 +555,8 @@ fn is_valid(span: &SpanView<'_>) -> bool {
         && span.span_id.len() == 8
         && (span.parent_span_id.is_empty() || span.parent_span_id.len() == 8)
         && span.trace_id.iter().any(|byte| *byte != 0)
+        && i64::try_from(span.start_time_unix_nano).is_ok()
+        && i64::try_from(span.end_time_unix_nano).is_ok()
 }
 
 impl<'a, 'py> Extractor<'a, 'py> {

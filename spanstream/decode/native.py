@@ -107,7 +107,7 @@ class NativeSpanExtractor:
         )
         if invalid_spans:
             logger.warning(
-                "%s: skipped %d spans with malformed trace, span or parent ids",
+                "%s: skipped %d spans with malformed ids or times",
                 ref.describe(),
                 invalid_spans,
             )

@@ -17,8 +17,8 @@ derived column follows a rule documented in docs/enrichment.md:
   ``http.response.status_code``, ``url.path``) and the older
   (``http.method``, ``http.status_code``, ``http.target``) names.
 
-A span whose ids are malformed is skipped and counted; the other spans of the
-record are kept.
+A span whose ids are malformed, or whose start or end time does not fit int64
+nanoseconds, is skipped and counted; the other spans of the record are kept.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ UNKNOWN_SERVICE = "unknown_service"
 _SERVER, _CLIENT, _PRODUCER = 2, 3, 4
 _STATUS_ERROR = 2
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INT64_MAX = 2**63 - 1
 
 
 class ResourceContext(NamedTuple):
@@ -152,7 +153,7 @@ class SpanExtractor:
                         stats.invalid_spans += 1
         if stats.invalid_spans:
             logger.warning(
-                "%s: skipped %d spans with malformed trace, span or parent ids",
+                "%s: skipped %d spans with malformed ids or times",
                 ref.describe(),
                 stats.invalid_spans,
             )
@@ -177,6 +178,9 @@ class SpanExtractor:
             or len(span_id) != 8
             or len(parent_span_id) not in (0, 8)
             or trace_id == b"\0" * 16
+            # Past the archive's int64 columns (the year 2262): no real time.
+            or pb_span.start_time_unix_nano > _INT64_MAX
+            or pb_span.end_time_unix_nano > _INT64_MAX
         ):
             return False
         rendered, typed = to_string_map(pb_span.attributes, self._limits, counters)

@@ -538,6 +538,35 @@ def test_odd_attribute_types_neither_escape_decode_nor_fail_the_archive(
         assert batch.operation[0] != "GET"
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_span_time_past_int64_is_an_invalid_span(decoder: str) -> None:
+    """Found by atheris: an end time of 2^64 - 1 ns made the archive's Parquet
+    encoding of the whole batch fail (OverflowError in the int64 column)."""
+    request = otlp.export_request(_TRACES[0].spans[:1])
+    spans = request.resource_spans[0].scope_spans[0].spans
+    for index in (1, 2):
+        spans.add().CopyFrom(spans[0])
+        spans[index].span_id = bytes([index]) * 8
+    spans[0].end_time_unix_nano = 2**64 - 1
+    spans[1].start_time_unix_nano = 2**63
+    data = request.SerializeToString()
+    assert check_between_neighbours(data, decoder) == []
+    batch = SpanBatch()
+    decoder_ = RecordDecoder(FUZZ_SETTINGS, decoder)
+    decoder_.decode(KinesisRecord(data, ref(1)), batch, [])
+    assert len(batch) == len(spans) - 2
+    assert decoder_.stats.invalid_spans == 2
+    assert encode_parquet(batch)
+    # The latest time that fits is kept.
+    spans[0].end_time_unix_nano = spans[1].start_time_unix_nano = 2**63 - 1
+    batch = SpanBatch()
+    RecordDecoder(FUZZ_SETTINGS, decoder).decode(
+        KinesisRecord(request.SerializeToString(), ref(1)), batch, []
+    )
+    assert len(batch) == len(spans)
+    assert encode_parquet(batch)
+
+
 # -- what the logs say -------------------------------------------------------
 def test_dead_letter_log_names_record_not_payload(
     caplog: pytest.LogCaptureFixture,

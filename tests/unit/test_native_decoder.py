@@ -181,6 +181,17 @@ EXAMPLES = {
     "int path": make_request(
         [make_span(), make_span(name="GET", attributes={"url.path": 7})]
     ).SerializeToString(),
+    "times past int64": make_request(
+        [
+            make_span(
+                span_id=b"\x01" * 8, start_unix_nanos=2**63 - 1, duration_nanos=0
+            ),
+            make_span(span_id=b"\x02" * 8, start_unix_nanos=2**63 - 2),
+            make_span(
+                span_id=b"\x03" * 8, start_unix_nanos=2**64 - 5, duration_nanos=0
+            ),
+        ]
+    ).SerializeToString(),
     "status past int32": make_request(
         [
             make_span(attributes={"http.status_code": 2**31}),
