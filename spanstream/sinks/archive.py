@@ -62,19 +62,26 @@ ARCHIVE_SCHEMA = pa.schema(
 )
 
 
-def encode_parquet(batch: SpanBatch) -> bytes:
-    """Return ``batch`` as a zstd-compressed Parquet file of `ARCHIVE_SCHEMA`.
+def arrow_table(batch: SpanBatch) -> pa.Table:
+    """Return ``batch`` as an arrow table of `ARCHIVE_SCHEMA`.
 
-    Raises pyarrow's ``ArrowInvalid``/``ArrowTypeError`` if a column holds a
-    value of the wrong type.
+    Raises pyarrow's ``ArrowInvalid``/``ArrowTypeError`` (or OverflowError) if
+    a column holds a value of the wrong type or out of its type's range.
     """
     columns = batch.columns()
-    table = pa.table(
+    return pa.table(
         [pa.array(columns[f.name], type=f.type) for f in ARCHIVE_SCHEMA],
         schema=ARCHIVE_SCHEMA,
     )
+
+
+def encode_parquet(batch: SpanBatch) -> bytes:
+    """Return ``batch`` as a zstd-compressed Parquet file of `ARCHIVE_SCHEMA`.
+
+    Raises as `arrow_table` does.
+    """
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=COMPRESSION)
+    pq.write_table(arrow_table(batch), sink, compression=COMPRESSION)
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from aws_kinesis_agg import MAGIC
 
@@ -72,6 +73,26 @@ def test_an_escaping_exception_fails(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(RecordDecoder, "decode", raising)
     with pytest.raises(OverflowError):
+        decoders.one_input(SEEDS[0])
+
+
+def test_a_row_the_archive_refuses_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a decoder that writes a status code past the int32 column
+    decode = RecordDecoder.decode
+
+    def out_of_range(
+        self: RecordDecoder,
+        record: KinesisRecord,
+        batch: SpanBatch,
+        dead_letters: list[DeadLetter],
+    ) -> int:
+        count = decode(self, record, batch, dead_letters)
+        if record.ref == decoders.ref(1) and count:
+            batch.http_status_code[-1] = 2**40
+        return count
+
+    monkeypatch.setattr(RecordDecoder, "decode", out_of_range)
+    with pytest.raises((OverflowError, pa.ArrowInvalid)):
         decoders.one_input(SEEDS[0])
 
 
