@@ -7,9 +7,10 @@ errors at all, so the sinks wrap their calls in a `RetryPolicy`: jittered
 exponential backoff ("full jitter") under a deadline, a warning per retry and
 one error, as a `SinkError`, when the deadline would be passed.
 
-Only the error codes in `RETRYABLE_ERROR_CODES` and connection or timeout
-errors are retried; anything else is a bug or a permission problem that
-waiting does not fix.
+Only the error codes in `RETRYABLE_ERROR_CODES`, answers with a transient
+5xx status (whatever their code: Kinesis says ``InternalFailure``) and
+connection or timeout errors are retried; anything else is a bug or a
+permission problem that waiting does not fix.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ RETRYABLE_ERROR_CODES = frozenset(
         "500",
     }
 )
+#: Statuses botocore's standard mode retries whatever the error code says.
+RETRYABLE_HTTP_STATUSES = frozenset({500, 502, 503, 504})
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -62,6 +65,10 @@ def is_retryable(exc: BaseException) -> bool:
     """Return True for throttling, 5xx, connection and timeout errors."""
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in RETRYABLE_HTTP_STATUSES:
+            return True
     return error_code(exc) in RETRYABLE_ERROR_CODES
 
 

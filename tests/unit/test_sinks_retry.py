@@ -21,8 +21,11 @@ def failing(errors: list[Exception]) -> Callable[[], str]:
     return operation
 
 
-def client_error(code: str) -> ClientError:
-    return ClientError({"Error": {"Code": code}}, "PutItem")
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutItem",
+    )
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,10 @@ def client_error(code: str) -> ClientError:
         (client_error("ProvisionedThroughputExceededException"), True),
         (client_error("InternalServerError"), True),
         (client_error("SlowDown"), True),
+        # Kinesis names its 500 InternalFailure; the status says it all
+        (client_error("InternalFailure", 500), True),
+        (client_error("ServiceUnavailable", 503), True),
+        (client_error("InternalFailure", 400), False),
         (EndpointConnectionError(endpoint_url="http://x"), True),
         (ReadTimeoutError(endpoint_url="http://x"), True),
         (client_error("ValidationException"), False),
