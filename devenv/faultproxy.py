@@ -108,11 +108,13 @@ ANSWERED_KINDS = frozenset(
 class FaultPlan:
     """Which requests are faulted, and how.
 
-    ``rate``: probability that a request of one of ``services`` is faulted;
-    the kind is then picked uniformly from ``kinds``. ``slow_secs``: the
-    range a slow response is delayed by. ``seed`` seeds the generator;
-    requests of concurrent connections still arrive in no fixed order.
-    Raises ValueError for a rate outside [0, 1], no kinds, or a bad range.
+    ``rate``: probability that a request of one of ``services`` (and of
+    ``operations``, if given: ``"PutItem"``, ``"PutObject"``) is faulted;
+    the kind is then picked uniformly from ``kinds``. ``max_faults`` stops
+    faulting after that many (None: never). ``slow_secs``: the range a slow
+    response is delayed by. ``seed`` seeds the generator; requests of
+    concurrent connections still arrive in no fixed order. Raises
+    ValueError for a rate outside [0, 1], no kinds, a bad range or count.
     """
 
     rate: float = 0.0
@@ -120,6 +122,14 @@ class FaultPlan:
     seed: int = 0
     slow_secs: tuple[float, float] = (0.05, 0.3)
     services: frozenset[str] = FAULTABLE_SERVICES
+    operations: frozenset[str] | None = None
+    max_faults: int | None = None
+
+    def applies_to(self, request: ProxiedRequest) -> bool:
+        """Return True if ``request`` may be faulted under this plan."""
+        return request.service in self.services and (
+            self.operations is None or request.operation in self.operations
+        )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -129,6 +139,8 @@ class FaultPlan:
         low, high = self.slow_secs
         if not 0.0 <= low <= high:
             raise ValueError(f"slow_secs must be (low, high), got {self.slow_secs!r}")
+        if self.max_faults is not None and self.max_faults < 0:
+            raise ValueError(f"max_faults must be >= 0, got {self.max_faults!r}")
         unknown = self.services - FAULTABLE_SERVICES
         if unknown:
             raise ValueError(
@@ -235,6 +247,7 @@ class FaultProxy:
         self._upstream_port = parts.port or 80
         self._plan = plan or FaultPlan()
         self._rng = random.Random(self._plan.seed)
+        self._faults_of_plan = 0
         self._lock = threading.Lock()
         self._counts = FaultCounts()
         self._stopping = threading.Event()
@@ -254,9 +267,11 @@ class FaultProxy:
 
     @plan.setter
     def plan(self, plan: FaultPlan) -> None:
+        """Fault from now on as ``plan`` says (its generator and count start anew)."""
         with self._lock:
             self._plan = plan
             self._rng = random.Random(plan.seed)
+            self._faults_of_plan = 0
 
     @property
     def counts(self) -> FaultCounts:
@@ -364,10 +379,13 @@ class FaultProxy:
             plan = self._plan
             self._counts.requests[request.service] += 1
             self._counts.operations[request.service, request.operation] += 1
-            if request.service not in plan.services or plan.rate <= 0:
+            if plan.rate <= 0 or not plan.applies_to(request):
+                return None, 0.0
+            if plan.max_faults is not None and self._faults_of_plan >= plan.max_faults:
                 return None, 0.0
             if self._rng.random() >= plan.rate:
                 return None, 0.0
+            self._faults_of_plan += 1
             kind = self._rng.choice(plan.kinds)
             self._counts.faults[request.service, kind] += 1
             delay = self._rng.uniform(*plan.slow_secs) if kind is FaultKind.SLOW else 0

@@ -10,7 +10,9 @@ records come again. See docs/lambda.md.
 
 One item per shard in the checkpoint table (``pk`` = ``enc(stream)#enc(shard)``),
 about 200 bytes, written with a version condition so that two invocations on
-one shard can never both believe they own it.
+one shard can never both believe they own it. A put whose answer was lost
+after it was applied fails that condition when it is retried; the item it
+finds is then exactly the one it wrote, which is no conflict.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ class CheckpointStore:
         """Put ``mark`` with ``changes`` applied, if nobody wrote since it was read.
 
         Returns the new mark (version + 1). Raises `CheckpointConflictError` if
-        the item's version moved on, and `SinkError` for other failures.
+        the item's version moved on (other than to this very put, applied
+        with its answer lost), and `SinkError` for other failures.
         """
         new = replace(mark, version=mark.version + 1, **changes)
         key = _key(new.stream, new.shard_id)
@@ -139,6 +142,7 @@ class CheckpointStore:
         else:
             request["ConditionExpression"] = "version = :read"
             request["ExpressionAttributeValues"] = {":read": {"N": str(mark.version)}}
+        request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         what = f"PutItem {self.table_name} {key['pk']['S']}"
         try:
             self._retry.call(
@@ -147,9 +151,16 @@ class CheckpointStore:
                 passthrough=(_CONDITION_FAILED,),
             )
         except ClientError as exc:
-            raise CheckpointConflictError(
-                f"{what}: version {mark.version} was replaced by another "
-                "invocation on the same shard (is ParallelizationFactor above 1?)"
-            ) from exc
+            if exc.response.get("Item") != item:
+                raise CheckpointConflictError(
+                    f"{what}: version {mark.version} was replaced by another "
+                    "invocation on the same shard (is ParallelizationFactor "
+                    "above 1?)"
+                ) from exc
+            logger.info(
+                "%s: version %d is this invocation's own put, whose answer was lost",
+                what,
+                new.version,
+            )
         logger.debug("checkpoint %s: %s", key["pk"]["S"], new)
         return new
