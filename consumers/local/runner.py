@@ -11,6 +11,12 @@ end and flushed, so a child's spans come after its parents'. Children are
 found from the ``ChildShards`` of the parent's last GetRecords response and
 from ListShards.
 
+Kinesis reads are retried under a `RetryPolicy` on top of botocore's own
+retries, as the sinks' writes are: botocore's retry quota runs dry under a
+sustained error rate, and then it hands back the first error of a call. A
+read or write that still fails past the policy's deadline ends `run` with a
+`SinkError` (after one more flush of what was read).
+
 Checkpoints are kept in memory: the local runner starts from the oldest
 record (or the newest, with ``start_at_latest``) each time it starts. It is
 for development, demos and tests; the KCL worker is the runtime that survives
@@ -23,11 +29,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from consumers.getrecords import to_kinesis_record
 from spanstream.config import Settings
 from spanstream.pipeline import ShardProcessor, Sinks, TraceStage, flush_together
+from spanstream.sinks.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +71,11 @@ class RunnerStats:
 
 
 class LocalRunner:
-    """Reads all shards of ``settings.stream_name`` and drives the core."""
+    """Reads all shards of ``settings.stream_name`` and drives the core.
+
+    ``get_records_limit`` is the most records one GetRecords call returns;
+    ``retry`` the policy of the Kinesis reads.
+    """
 
     def __init__(
         self,
@@ -73,9 +85,13 @@ class LocalRunner:
         clock: Clock = time.monotonic,
         start_at_latest: bool = False,
         poll_interval_secs: float = 0.2,
+        get_records_limit: int = GET_RECORDS_LIMIT,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self._kinesis = kinesis
+        self._get_records_limit = get_records_limit
+        self._retry = retry or RetryPolicy()
         self._sinks = sinks
         self._clock = clock
         self._start_at_latest = start_at_latest
@@ -97,7 +113,10 @@ class LocalRunner:
         """Add a reader for every shard not yet known (ListShards)."""
         kwargs: dict[str, Any] = {"StreamName": self.settings.stream_name}
         while True:
-            response = self._kinesis.list_shards(**kwargs)
+            response = self._retry.call(
+                partial(self._kinesis.list_shards, **kwargs),
+                f"ListShards of {self.settings.stream_name}",
+            )
             for shard in response["Shards"]:
                 self._add_shard(shard)
             token = response.get("NextToken")
@@ -163,7 +182,11 @@ class LocalRunner:
             kwargs["ShardIteratorType"] = "LATEST"
         else:
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
-        return str(self._kinesis.get_shard_iterator(**kwargs)["ShardIterator"])
+        response = self._retry.call(
+            partial(self._kinesis.get_shard_iterator, **kwargs),
+            f"GetShardIterator of {self.settings.stream_name}/{reader.shard_id}",
+        )
+        return str(response["ShardIterator"])
 
     # -- reading ---------------------------------------------------------
     def poll_once(self) -> int:
@@ -180,8 +203,13 @@ class LocalRunner:
     def _read(self, reader: ShardReader) -> int:
         if reader.iterator is None:
             reader.iterator = self._iterator_for(reader)
-        response = self._kinesis.get_records(
-            ShardIterator=reader.iterator, Limit=GET_RECORDS_LIMIT
+        response = self._retry.call(
+            partial(
+                self._kinesis.get_records,
+                ShardIterator=reader.iterator,
+                Limit=self._get_records_limit,
+            ),
+            f"GetRecords of {self.settings.stream_name}/{reader.shard_id}",
         )
         self.stats.get_records_calls += 1
         records = [
@@ -250,8 +278,10 @@ class LocalRunner:
     ) -> RunnerStats:
         """Poll until ``should_stop(stats)`` is true, then flush everything.
 
-        Raises TimeoutError if ``deadline_secs`` pass first (after flushing
-        what was read, so nothing read is left unwritten).
+        Raises TimeoutError if ``deadline_secs`` pass first, and
+        `spanstream.errors.SinkError` if a Kinesis read or a write still
+        fails after its retries; either after flushing what was read once
+        more, so that nothing read is left unwritten if the sinks allow.
         """
         start = time.monotonic()
         self.discover_shards()

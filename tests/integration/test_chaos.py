@@ -1,0 +1,236 @@
+"""Chaos: the runtimes with a fifth of their AWS calls faulted, outputs still exact.
+
+GIVEN the session's 200,000+ spans with poison records among them
+(``shared_traffic``), and fault proxies (`devenv.faultproxy`) between the
+worker and the emulators that fault 20 % of the worker's S3, DynamoDB and
+Kinesis calls: throttling errors, 500s and 503s, connection resets, responses
+lost after the write was applied, slow responses; WHEN the local runner, or
+the Lambda handler through the local event-source mapping, reads the stream;
+THEN S3 and DynamoDB hold exactly what the independent computation says,
+every poison record is dead-lettered, and the proxies' counters show that
+each kind of fault happened many times.
+
+The test's own calls (setting up, reading the results back) and the
+event-source mapping's reads (Lambda's service, not the function) go to the
+emulators directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from compare import (
+    archive_problems,
+    cold_start_problems,
+    edge_problems,
+    red_problems,
+    report,
+    span_stage_problems,
+    trace_problems,
+)
+from traffic import SharedTraffic
+
+from consumers.aws_lambda.checkpoints import table_spec
+from consumers.aws_lambda.esm import LocalEventSourceMapping, MappingConfig
+from consumers.aws_lambda.handler import LambdaRuntime, instrument
+from consumers.aws_lambda.settings import LambdaSettings
+from consumers.local.runner import LocalRunner
+from devenv import Emulators, LocalStack
+from devenv.faultproxy import FaultCounts, FaultKind, FaultPlan, FaultProxy
+from devenv.resources import create_table, delete_table
+from spanstream.aws import make_client
+from spanstream.config import Settings
+from spanstream.sinks import readers
+from spanstream.sinks.factory import make_sinks
+from spanstream.traffic.reference import expected
+
+FAULT_RATE = 0.2
+#: Each kind is a sixth of the faults: thousands in a run; far fewer means
+#: the proxy was not in the worker's path.
+MIN_FAULTS_PER_KIND = 50
+RUN_DEADLINE_SECS = 600
+SERVICES = ("kinesis", "dynamodb", "s3")
+#: Small pages: a few dozen GetRecords calls to fault instead of a dozen.
+GET_RECORDS_LIMIT = 250
+
+
+@dataclasses.dataclass
+class FaultyEndpoints:
+    """One fault proxy per distinct emulator endpoint."""
+
+    proxies: dict[str, FaultProxy]
+
+    def settings(self, settings: Settings) -> Settings:
+        """Return ``settings`` with every service's endpoint behind its proxy."""
+        return dataclasses.replace(
+            settings,
+            **{
+                f"{service}_endpoint_url": self.proxies[service].endpoint_url
+                for service in SERVICES
+            },
+        )
+
+    def counts(self) -> FaultCounts:
+        """Return what all proxies did, each counted once."""
+        total = FaultCounts()
+        for proxy in {id(p): p for p in self.proxies.values()}.values():
+            total += proxy.counts
+        return total
+
+
+@pytest.fixture
+def faulty(emulators: Emulators | LocalStack) -> Iterator[FaultyEndpoints]:
+    """Yield proxies faulting 20 % of the calls to each emulator endpoint."""
+    by_upstream: dict[str, FaultProxy] = {}
+    proxies: dict[str, FaultProxy] = {}
+    try:
+        for seed, service in enumerate(SERVICES):
+            upstream = getattr(emulators, f"{service}_endpoint_url")
+            if upstream not in by_upstream:
+                plan = FaultPlan(rate=FAULT_RATE, seed=seed)
+                by_upstream[upstream] = FaultProxy(upstream, plan).start()
+            proxies[service] = by_upstream[upstream]
+        yield FaultyEndpoints(proxies)
+    finally:
+        for proxy in by_upstream.values():
+            proxy.stop()
+
+
+class RetryWarnings(logging.Handler):
+    """Counts spanstream's own retries: calls botocore had given up on."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def retry_warnings() -> Iterator[RetryWarnings]:
+    handler = RetryWarnings()
+    retry_logger = logging.getLogger("spanstream.sinks.retry")
+    retry_logger.addHandler(handler)
+    yield handler
+    retry_logger.removeHandler(handler)
+
+
+def worker_clients(settings: Settings) -> dict[str, Any]:
+    return {service: make_client(service, settings) for service in SERVICES}
+
+
+def assert_faults_happened(counts: FaultCounts, services: tuple[str, ...]) -> None:
+    by_kind = counts.by_kind()
+    too_few = {k: by_kind[k] for k in FaultKind if by_kind[k] < MIN_FAULTS_PER_KIND}
+    assert not too_few, counts.summary()
+    assert all(counts.by_service()[s] > 0 for s in services), counts.summary()
+    assert counts.upstream_errors == 0, counts.summary()
+
+
+def test_local_runner_exact_with_a_fifth_of_calls_faulted(
+    shared_traffic: SharedTraffic,
+    shared_settings: Settings,
+    faulty: FaultyEndpoints,
+    retry_warnings: RetryWarnings,
+    dynamodb: Any,
+    s3: Any,
+) -> None:
+    # GIVEN the shared traffic, and every call of the runner through proxies
+    settings, truth = shared_settings, shared_traffic.truth
+    worker_settings = faulty.settings(settings)
+    clients = worker_clients(worker_settings)
+    runner = LocalRunner(
+        worker_settings,
+        clients["kinesis"],
+        make_sinks(worker_settings, clients["s3"], clients["dynamodb"]),
+        get_records_limit=GET_RECORDS_LIMIT,
+    )
+    # WHEN it reads every record of the 4 shards
+    started = time.monotonic()
+    stats = runner.run(
+        lambda s: s.records >= shared_traffic.record_count,
+        deadline_secs=RUN_DEADLINE_SECS,
+    )
+    counts = faulty.counts()
+    print(
+        f"local runner under faults: {stats.spans} spans from {stats.records} "
+        f"records in {time.monotonic() - started:.1f} s; {counts.summary()}; "
+        f"{retry_warnings.count} retries by spanstream after botocore gave up"
+    )
+    # THEN faults of every kind happened, and the outputs are exact
+    assert_faults_happened(counts, SERVICES)
+    assert stats.records == shared_traffic.record_count
+    assert stats.spans == len(truth)
+    want = expected(truth, settings.window_secs)
+    problems = red_problems(dynamodb, settings, want)
+    problems += edge_problems(dynamodb, settings, want)
+    problems += cold_start_problems(dynamodb, settings, want)
+    problems += trace_problems(dynamodb, settings, want)
+    problems += archive_problems(s3, settings, shared_traffic.span_ids())
+    assert not problems, report(problems)
+    assert readers.count_dead_letters(s3, settings) == shared_traffic.poison_count
+    assert readers.scan_late(dynamodb, settings) == []
+
+
+@pytest.fixture
+def quiet_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep thousands of EMF lines out of the captured output."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+
+
+def test_lambda_handler_exact_with_a_fifth_of_calls_faulted(
+    shared_traffic: SharedTraffic,
+    shared_settings: Settings,
+    faulty: FaultyEndpoints,
+    retry_warnings: RetryWarnings,
+    kinesis: Any,
+    dynamodb: Any,
+    s3: Any,
+    quiet_metrics: None,
+) -> None:
+    # GIVEN the shared traffic, the handler's calls through proxies and the
+    # mapping's own reads direct
+    settings, truth = shared_settings, shared_traffic.truth
+    worker_settings = faulty.settings(settings)
+    lambda_settings = LambdaSettings.from_env(settings, {})
+    create_table(dynamodb, table_spec(lambda_settings.checkpoint_table), 60)
+    runtime = LambdaRuntime(
+        worker_settings, lambda_settings, worker_clients(worker_settings)
+    )
+    mapping = LocalEventSourceMapping(
+        kinesis,
+        settings.stream_name,
+        instrument(runtime.handle),
+        MappingConfig(batch_size=2000, bisect_on_error=True),
+        region=settings.region,
+    )
+    # WHEN the mapping delivers every record
+    started = time.monotonic()
+    try:
+        stats = mapping.run(
+            lambda s: s.records_checkpointed >= shared_traffic.record_count,
+            deadline_secs=RUN_DEADLINE_SECS,
+        )
+    finally:
+        delete_table(dynamodb, lambda_settings.checkpoint_table)
+    counts = faulty.counts()
+    print(
+        f"lambda under faults: {shared_traffic.record_count} records in "
+        f"{time.monotonic() - started:.1f} s, {stats.invocations} invocations, "
+        f"{stats.partial_failures} partial failures, {stats.function_errors} "
+        f"function errors; {counts.summary()}; {retry_warnings.count} retries "
+        "by spanstream after botocore gave up"
+    )
+    # THEN faults of every kind happened, nothing was given up, outputs exact
+    assert_faults_happened(counts, ("dynamodb", "s3"))
+    assert stats.on_failure == []
+    problems = span_stage_problems(dynamodb, s3, settings, truth)
+    assert not problems, report(problems)
+    assert readers.count_dead_letters(s3, settings) == shared_traffic.poison_count
+    assert readers.scan_late(dynamodb, settings) == []
