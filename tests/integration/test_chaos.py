@@ -33,7 +33,7 @@ from compare import (
     span_stage_problems,
     trace_problems,
 )
-from traffic import SharedTraffic
+from traffic import SharedTraffic, put_with_poison
 
 from consumers.aws_lambda.checkpoints import table_spec
 from consumers.aws_lambda.esm import LocalEventSourceMapping, MappingConfig
@@ -47,6 +47,9 @@ from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.sinks import readers
 from spanstream.sinks.factory import make_sinks
+from spanstream.traffic.encode import Form, encode_records
+from spanstream.traffic.generator import generate_spans
+from spanstream.traffic.model import truths
 from spanstream.traffic.reference import expected
 
 FAULT_RATE = 0.2
@@ -176,6 +179,47 @@ def test_local_runner_exact_with_a_fifth_of_calls_faulted(
     assert not problems, report(problems)
     assert readers.count_dead_letters(s3, settings) == shared_traffic.poison_count
     assert readers.scan_late(dynamodb, settings) == []
+
+
+@pytest.mark.parametrize("resources", [1], indirect=True)
+def test_local_runner_reads_on_when_botocore_stops_retrying(
+    settings: Settings,
+    resources: Any,
+    kinesis: Any,
+    dynamodb: Any,
+    s3: Any,
+    emulators: Emulators | LocalStack,
+    retry_warnings: RetryWarnings,
+) -> None:
+    # GIVEN a small stream, and half of the runner's Kinesis calls failing
+    # with a 500 or a reset: botocore soon spends its retry quota and hands
+    # back the first error of a call
+    traces = generate_spans(3_000, seed=8, spread_secs=5.0)
+    records = [
+        (r.partition_key, r.data) for r in encode_records(traces, Form.MIXED, seed=8)
+    ]
+    record_count = put_with_poison(kinesis, settings.stream_name, records, 2, seed=8)
+    plan = FaultPlan(rate=0.5, seed=3, kinds=(FaultKind.ERROR_500, FaultKind.RESET))
+    with FaultProxy(emulators.kinesis_endpoint_url, plan) as proxy:
+        faulty_settings = dataclasses.replace(
+            settings, kinesis_endpoint_url=proxy.endpoint_url
+        )
+        runner = LocalRunner(
+            settings,
+            make_client("kinesis", faulty_settings),
+            make_sinks(settings, s3, dynamodb),
+            get_records_limit=5,
+        )
+        # WHEN it reads the stream in pages of 5 records
+        stats = runner.run(lambda s: s.records >= record_count, deadline_secs=120)
+        counts = proxy.counts
+    print(f"local runner in an error storm: {counts.summary()}")
+    # THEN spanstream retried what botocore gave up on, and read everything once
+    assert retry_warnings.count > 0, counts.summary()
+    assert stats.records == record_count
+    problems = span_stage_problems(dynamodb, s3, settings, truths(traces))
+    assert not problems, report(problems)
+    assert readers.count_dead_letters(s3, settings) == 2
 
 
 @pytest.fixture
