@@ -1,60 +1,38 @@
-"""A fault-injecting HTTP/1.1 reverse proxy on loopback, for chaos tests.
+"""The fault proxy's server: a listener thread, and a thread per client connection.
 
-`FaultProxy` listens on a free port of 127.0.0.1 in front of one upstream
-endpoint (an emulator's plain-HTTP URL) and forwards every request to it,
-except that, with probability ``FaultPlan.rate`` drawn from a seeded
-generator, it does one of the `FaultKind` things instead:
-
-* ``throttle``, ``500``, ``503``: answer an error in the protocol of the
-  request's service without forwarding, so the upstream never applied it.
-  DynamoDB and Kinesis speak JSON (HTTP 400 with ``__type``
-  ``ProvisionedThroughputExceededException`` or ``ThrottlingException``;
-  5xx with ``InternalServerError``/``InternalFailure``/``ServiceUnavailable``),
-  S3 speaks REST-XML (503 ``SlowDown``, 500 ``InternalError``, 503
-  ``ServiceUnavailable``);
-* ``reset``: read the request, then close the connection with a TCP reset
-  without forwarding or answering;
-* ``lost-response``: forward the request, read the upstream's answer, then
-  reset the connection instead of answering. The write *was* applied and the
-  client cannot know: its retry applies it again, which only idempotent
-  writes survive;
-* ``slow``: wait a while, then forward.
-
-A request's service is the prefix of its ``X-Amz-Target`` header (JSON
-protocols), else the service of its SigV4 credential scope (S3). Requests of
-services outside ``FaultPlan.services`` are always forwarded unchanged.
-`FaultProxy.counts` says what was done, per service and fault kind, so that
-a test can assert that faults really happened.
-
-One thread serves each client connection, with its own keep-alive
-connection to the upstream: this is for tests on one machine, not for load.
+Each client connection keeps its own connection to the upstream alive; a
+request is read whole (``Expect: 100-continue`` is answered at once, a
+chunked body is de-chunked), then answered, reset or forwarded as
+`FaultProxy.decide` says, and the upstream's answer is read whole before it
+is written back with a ``Content-Length``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import http.client
-import json
 import logging
 import random
-import re
 import selectors
 import socket
 import struct
 import threading
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
+from devenv.faultproxy.plan import (
+    ANSWERED_KINDS,
+    FaultCounts,
+    FaultKind,
+    FaultPlan,
+    ProxiedRequest,
+)
+from devenv.faultproxy.protocols import THROTTLING_CODES, error_answer, identify
 from devenv.ports import LOOPBACK_HOST
 
 logger = logging.getLogger(__name__)
 
-FAULTABLE_SERVICES = frozenset({"dynamodb", "kinesis", "s3"})
 MAX_LINE_BYTES = 65_536
 UPSTREAM_TIMEOUT_SECS = 60.0
 _ACCEPT_POLL_SECS = 0.1
@@ -73,159 +51,6 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-_JSON_TARGET_PREFIXES = {"DynamoDB_": "dynamodb", "Kinesis_": "kinesis"}
-_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
-_JSON_NAMESPACES = {
-    "dynamodb": "com.amazonaws.dynamodb.v20120810",
-    "kinesis": "com.amazonaws.kinesis.v20131202",
-}
-_JSON_CONTENT_TYPES = {
-    "dynamodb": "application/x-amz-json-1.0",
-    "kinesis": "application/x-amz-json-1.1",
-}
-_THROTTLING_CODES = ("ProvisionedThroughputExceededException", "ThrottlingException")
-_JSON_500_CODES = {"dynamodb": "InternalServerError", "kinesis": "InternalFailure"}
-
-
-class FaultKind(enum.StrEnum):
-    """What the proxy does to a faulted request."""
-
-    THROTTLE = "throttle"
-    ERROR_500 = "500"
-    ERROR_503 = "503"
-    RESET = "reset"
-    LOST_RESPONSE = "lost-response"
-    SLOW = "slow"
-
-
-#: The kinds answered by the proxy itself: the upstream never sees the request.
-ANSWERED_KINDS = frozenset(
-    {FaultKind.THROTTLE, FaultKind.ERROR_500, FaultKind.ERROR_503}
-)
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """Which requests are faulted, and how.
-
-    ``rate``: probability that a request of one of ``services`` (and of
-    ``operations``, if given: ``"PutItem"``, ``"PutObject"``) is faulted;
-    the kind is then picked uniformly from ``kinds``. ``max_faults`` stops
-    faulting after that many (None: never). ``slow_secs``: the range a slow
-    response is delayed by. ``seed`` seeds the generator; requests of
-    concurrent connections still arrive in no fixed order. Raises
-    ValueError for a rate outside [0, 1], no kinds, a bad range or count.
-    """
-
-    rate: float = 0.0
-    kinds: tuple[FaultKind, ...] = tuple(FaultKind)
-    seed: int = 0
-    slow_secs: tuple[float, float] = (0.05, 0.3)
-    services: frozenset[str] = FAULTABLE_SERVICES
-    operations: frozenset[str] | None = None
-    max_faults: int | None = None
-
-    def applies_to(self, request: ProxiedRequest) -> bool:
-        """Return True if ``request`` may be faulted under this plan."""
-        return request.service in self.services and (
-            self.operations is None or request.operation in self.operations
-        )
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"fault rate must be within [0, 1], got {self.rate!r}")
-        if not self.kinds:
-            raise ValueError("a fault plan needs at least one fault kind")
-        low, high = self.slow_secs
-        if not 0.0 <= low <= high:
-            raise ValueError(f"slow_secs must be (low, high), got {self.slow_secs!r}")
-        if self.max_faults is not None and self.max_faults < 0:
-            raise ValueError(f"max_faults must be >= 0, got {self.max_faults!r}")
-        unknown = self.services - FAULTABLE_SERVICES
-        if unknown:
-            raise ValueError(
-                f"cannot fault {sorted(unknown)!r}: only {sorted(FAULTABLE_SERVICES)!r}"
-            )
-
-
-@dataclass(frozen=True)
-class ProxiedRequest:
-    """One request as the proxy read it."""
-
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    service: str
-    operation: str
-
-    def header(self, name: str) -> str:
-        """Return the first value of header ``name`` (any case), or ""."""
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), "")
-
-    @property
-    def wants_close(self) -> bool:
-        return self.header("Connection").lower() == "close"
-
-
-@dataclass
-class FaultCounts:
-    """What one or more proxies did; add two with ``+``.
-
-    ``requests`` and ``forwarded`` count by service; ``faults`` by
-    (service, kind). A slow or lost-response request is both forwarded and
-    faulted. ``upstream_errors``: requests the upstream failed to answer
-    (answered 502).
-    """
-
-    requests: Counter[str] = field(default_factory=Counter)
-    forwarded: Counter[str] = field(default_factory=Counter)
-    faults: Counter[tuple[str, FaultKind]] = field(default_factory=Counter)
-    operations: Counter[tuple[str, str]] = field(default_factory=Counter)
-    upstream_errors: int = 0
-
-    def __add__(self, other: FaultCounts) -> FaultCounts:
-        return FaultCounts(
-            self.requests + other.requests,
-            self.forwarded + other.forwarded,
-            self.faults + other.faults,
-            self.operations + other.operations,
-            self.upstream_errors + other.upstream_errors,
-        )
-
-    def copy(self) -> FaultCounts:
-        return self + FaultCounts()
-
-    def by_kind(self) -> Counter[FaultKind]:
-        """Return the number of faults of each kind, over all services."""
-        counts: Counter[FaultKind] = Counter()
-        for (_, kind), count in self.faults.items():
-            counts[kind] += count
-        return counts
-
-    def by_service(self) -> Counter[str]:
-        """Return the number of faults of each service, over all kinds."""
-        counts: Counter[str] = Counter()
-        for (service, _), count in self.faults.items():
-            counts[service] += count
-        return counts
-
-    @property
-    def total_faults(self) -> int:
-        return sum(self.faults.values())
-
-    def summary(self) -> str:
-        """Return a one-line account: requests, faults by kind and by service."""
-        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.by_kind().items()))
-        services = ", ".join(
-            f"{s} {self.by_service()[s]}/{n}" for s, n in sorted(self.requests.items())
-        )
-        return (
-            f"{sum(self.requests.values())} requests, {self.total_faults} faulted "
-            f"({kinds}); faulted/requests by service: {services}; "
-            f"{self.upstream_errors} upstream errors"
-        )
 
 
 class FaultProxy:
@@ -486,7 +311,7 @@ class _ClientConnection:
             body = self._read_chunked()
         else:
             body = self._read_exactly(int(message.get("Content-Length") or 0))
-        service, operation = _identify(method, target, message)
+        service, operation = identify(method, target, message)
         return ProxiedRequest(method, target, headers, body, service, operation)
 
     def _read_exactly(self, size: int) -> bytes:
@@ -513,7 +338,10 @@ class _ClientConnection:
         keep_open = not request.wants_close
         if kind in ANSWERED_KINDS:
             assert kind is not None
-            response = self._error_response(request, kind)
+            answer = error_answer(
+                request.service, kind, self.proxy.pick(THROTTLING_CODES)
+            )
+            response = _Response(*answer)
             logger.debug(
                 "fault proxy: %s %s answered %d",
                 request.service,
@@ -600,43 +428,6 @@ class _ClientConnection:
                 self._upstream = None
             return _Response(answer.status, answer.reason, answer.getheaders(), body)
 
-    def _error_response(self, request: ProxiedRequest, kind: FaultKind) -> _Response:
-        request_id = uuid.uuid4().hex
-        service = request.service
-        if service == "s3":
-            status, code = {
-                FaultKind.THROTTLE: (503, "SlowDown"),
-                FaultKind.ERROR_500: (500, "InternalError"),
-                FaultKind.ERROR_503: (503, "ServiceUnavailable"),
-            }[kind]
-            xml = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                f"<Error><Code>{code}</Code><Message>injected by the fault proxy"
-                f"</Message><RequestId>{request_id}</RequestId></Error>"
-            )
-            headers = [
-                ("Content-Type", "application/xml"),
-                ("x-amz-request-id", request_id),
-            ]
-            return _Response(status, _reason(status), headers, xml.encode())
-        if kind is FaultKind.THROTTLE:
-            status, code = 400, self.proxy.pick(_THROTTLING_CODES)
-        elif kind is FaultKind.ERROR_500:
-            status, code = 500, _JSON_500_CODES[service]
-        else:
-            status, code = 503, "ServiceUnavailable"
-        document = {
-            "__type": f"{_JSON_NAMESPACES[service]}#{code}",
-            "message": "injected by the fault proxy",
-        }
-        headers = [
-            ("Content-Type", _JSON_CONTENT_TYPES[service]),
-            ("x-amzn-RequestId", request_id),
-        ]
-        return _Response(
-            status, _reason(status), headers, json.dumps(document).encode()
-        )
-
     def _reset(self) -> None:
         """Close the client connection with a TCP reset (RST), not a FIN."""
         with contextlib.suppress(OSError):
@@ -644,46 +435,6 @@ class _ClientConnection:
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
         self.sock.close()
-
-
-def _identify(
-    method: str, target: str, headers: http.client.HTTPMessage
-) -> tuple[str, str]:
-    """Return the (service, operation) of a request, ("", "") if unknown."""
-    amz_target = headers.get("X-Amz-Target", "")
-    for prefix, service in _JSON_TARGET_PREFIXES.items():
-        if amz_target.startswith(prefix):
-            return service, amz_target.partition(".")[2]
-    scope = _CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
-    service = scope.group(1) if scope else ""
-    if service == "s3":
-        return service, _s3_operation(method, target)
-    return service, amz_target or method
-
-
-def _s3_operation(method: str, target: str) -> str:
-    """Return the S3 operation of a path-style request, roughly."""
-    path, _, query = target.partition("?")
-    has_key = "/" in path.lstrip("/")
-    if has_key:
-        return {
-            "PUT": "PutObject",
-            "GET": "GetObject",
-            "HEAD": "HeadObject",
-            "DELETE": "DeleteObject",
-        }.get(method, f"{method}Object")
-    if method == "POST" and "delete" in query:
-        return "DeleteObjects"
-    return {
-        "PUT": "CreateBucket",
-        "GET": "ListObjects",
-        "HEAD": "HeadBucket",
-        "DELETE": "DeleteBucket",
-    }.get(method, f"{method}Bucket")
-
-
-def _reason(status: int) -> str:
-    return http.client.responses.get(status, "Error")
 
 
 def _shutdown(sock: socket.socket) -> None:
