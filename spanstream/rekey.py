@@ -40,12 +40,14 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from spanstream.config import Settings
 from spanstream.errors import DecodeError
 from spanstream.model import SPAN_COLUMNS, KinesisRecord, SpanBatch
 from spanstream.sinks.kinesis import MAX_RECORD_BYTES, put_records
+from spanstream.sinks.retry import RetryPolicy
 
 FORMAT_VERSION = 2
 REKEYED_FIELDS = (
@@ -226,13 +228,16 @@ class KinesisForwarder:
     """Stage 1's forward sink: puts spans and progress on the trace stream.
 
     The span stream's open shards (for `SourceProgress.expected`) are listed
-    once, at the first write.
+    once, at the first write, retried under ``retry``.
     """
 
-    def __init__(self, kinesis_client: Any, settings: Settings) -> None:
+    def __init__(
+        self, kinesis_client: Any, settings: Settings, retry: RetryPolicy | None = None
+    ) -> None:
         if not settings.trace_stream_name:
             raise ValueError("KinesisForwarder needs Settings.trace_stream_name")
         self._kinesis = kinesis_client
+        self._retry = retry or RetryPolicy()
         self._span_stream_name = settings.stream_name
         self._stream_name = settings.trace_stream_name
         self._buckets = settings.trace_stream_buckets
@@ -249,7 +254,8 @@ class KinesisForwarder:
         """Put every span of ``batch`` and the source's progress; return records put.
 
         Raises `spanstream.sinks.kinesis.PutRecordsError` (a `SinkError`) if
-        some records could not be put.
+        some records could not be put, `SinkError` if the span stream's
+        shards could not be listed.
         """
         progress = SourceProgress(
             source, watermark_millis, ended, self._expected_sources()
@@ -264,7 +270,10 @@ class KinesisForwarder:
             shards = []
             kwargs: dict[str, Any] = {"StreamName": self._span_stream_name}
             while True:
-                response = self._kinesis.list_shards(**kwargs)
+                response = self._retry.call(
+                    partial(self._kinesis.list_shards, **kwargs),
+                    f"ListShards of {self._span_stream_name}",
+                )
                 shards += [
                     shard["ShardId"]
                     for shard in response["Shards"]

@@ -4,8 +4,11 @@ Records go in batches of at most 500 records and 5 MiB, the PutRecords
 limits. Entries the stream rejects with a retryable code (throughput
 exceeded, internal failure, KMS throttling) are sent again, alone, with
 jittered exponential backoff; any other rejection, or retryable ones still
-failing after ``max_attempts``, raise `PutRecordsError`. Whole-call errors
-are retried by the client's own (botocore ``standard``) retry mode.
+failing after ``max_attempts``, raise `PutRecordsError`. A whole call that
+fails with a retryable error (`spanstream.sinks.retry.is_retryable`) is sent
+again the same way: botocore's own retries stop once its retry quota is
+spent. A call whose answer was lost may have been applied, so a retry can
+put records twice; the trace stage counts each span once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spanstream.errors import SinkError
+from spanstream.sinks.retry import error_code, is_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +93,11 @@ def put_records(
     for batch in batches(records):
         pending = batch
         for attempt in range(1, max_attempts + 1):
-            failed, codes = _put_batch(kinesis_client, stream_name, pending)
+            failed, codes, retryable = _put_batch(kinesis_client, stream_name, pending)
             put += len(pending) - len(failed)
             if not failed:
                 break
-            fatal = codes - RETRYABLE_ENTRY_ERRORS
-            if fatal or attempt == max_attempts:
+            if not retryable or attempt == max_attempts:
                 logger.error(
                     "giving up on %d records for stream %s after %d attempts: %s",
                     len(failed),
@@ -109,7 +112,7 @@ def put_records(
             delay = min(max_delay_secs, base_delay_secs * 2 ** (attempt - 1))
             delay *= jitter.uniform(0.5, 1.0)
             logger.warning(
-                "%d of %d records rejected by stream %s (%s); retry %d in %.2f s",
+                "%d of %d records not put on stream %s (%s); retry %d in %.2f s",
                 len(failed),
                 len(pending),
                 stream_name,
@@ -125,17 +128,24 @@ def put_records(
 
 def _put_batch(
     kinesis_client: Any, stream_name: str, batch: list[tuple[str, bytes]]
-) -> tuple[list[tuple[str, bytes]], set[str]]:
-    """Return the entries of ``batch`` the stream rejected, and their codes."""
+) -> tuple[list[tuple[str, bytes]], set[str], bool]:
+    """Put ``batch`` once; return the entries not put, why, and if a retry may help.
+
+    A call that failed as a whole returns every entry, under the call's
+    error code when that error is retryable; else it raises `PutRecordsError`.
+    """
     entries = [{"Data": data, "PartitionKey": key} for key, data in batch]
     try:
         response = kinesis_client.put_records(StreamName=stream_name, Records=entries)
     except (ClientError, BotoCoreError) as exc:
-        raise PutRecordsError(
-            f"stream {stream_name!r}: PutRecords of {len(batch)} records failed: {exc}"
-        ) from exc
+        if not is_retryable(exc):
+            raise PutRecordsError(
+                f"stream {stream_name!r}: PutRecords of {len(batch)} records "
+                f"failed: {exc}"
+            ) from exc
+        return batch, {error_code(exc) or type(exc).__name__}, True
     if not response.get("FailedRecordCount"):
-        return [], set()
+        return [], set(), True
     failed = []
     codes = set()
     for record, result in zip(batch, response["Records"], strict=True):
@@ -143,4 +153,4 @@ def _put_batch(
         if code:
             failed.append(record)
             codes.add(code)
-    return failed, codes
+    return failed, codes, not codes - RETRYABLE_ENTRY_ERRORS

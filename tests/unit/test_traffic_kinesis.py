@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 from spanstream.sinks.kinesis import (
     MAX_BATCH_BYTES,
@@ -79,6 +80,48 @@ def test_a_non_retryable_entry_error_fails_at_once() -> None:
     with pytest.raises(PutRecordsError, match="KMSAccessDeniedException"):
         put_records(client, "spans", make_records(2), sleep=lambda _: None)
     assert len(client.calls) == 1
+
+
+class FailingCalls(FakeKinesis):
+    """Fails whole PutRecords calls with ``errors``, in turn, before accepting."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        if self.errors:
+            self.calls.append(Records)
+            raise self.errors.pop(0)
+        return super().put_records(StreamName, Records)
+
+
+def call_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutRecords",
+    )
+
+
+def test_a_retryable_failure_of_the_whole_call_is_retried() -> None:
+    # botocore hands back the first error once its retry quota is spent
+    client = FailingCalls(
+        [call_error("InternalFailure", 500), ConnectionClosedError(endpoint_url="x")]
+    )
+    delays: list[float] = []
+    records = make_records(4)
+    assert put_records(client, "spans", records, sleep=delays.append) == 4
+    assert sorted(client.stored) == sorted(records)
+    assert [len(call) for call in client.calls] == [4, 4, 4]
+    assert len(delays) == 2
+
+
+def test_a_non_retryable_failure_of_the_whole_call_fails_at_once() -> None:
+    client = FailingCalls([call_error("AccessDeniedException", 400)])
+    with pytest.raises(PutRecordsError, match="AccessDeniedException"):
+        put_records(client, "spans", make_records(2), sleep=lambda _: None)
+    assert len(client.calls) == 1
+    assert client.stored == []
 
 
 def test_send_paces_by_span_rate_and_sends_every_chunk() -> None:
