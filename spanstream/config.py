@@ -14,6 +14,10 @@ from dataclasses import dataclass, fields
 from spanstream.errors import ConfigError
 
 ENV_PREFIX = "SPANSTREAM_"
+#: Highest ``max_attribute_value_chars``: names cut to that many characters
+#: are stored in DynamoDB items (up to three in one, beside a summary's
+#: service list), which must stay below DynamoDB's 400 KB item size.
+MAX_ATTRIBUTE_VALUE_CHARS_LIMIT = 16_384
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class Settings:
     max_record_bytes: int = 1_048_576
     max_spans_per_record: int = 100_000
     max_attributes_per_span: int = 128
+    #: Longest attribute value, and longest derived name (tenant, service,
+    #: operation...), in characters; longer ones are cut and marked.
     max_attribute_value_chars: int = 4096
     dynamodb_write_concurrency: int = 16
 
@@ -102,6 +108,13 @@ class Settings:
                 raise ConfigError(
                     f"{ENV_PREFIX}{name.upper()} must be > 0, got {value!r}"
                 )
+        if self.max_attribute_value_chars > MAX_ATTRIBUTE_VALUE_CHARS_LIMIT:
+            raise ConfigError(
+                f"{ENV_PREFIX}MAX_ATTRIBUTE_VALUE_CHARS must be <= "
+                f"{MAX_ATTRIBUTE_VALUE_CHARS_LIMIT} (names of that length are "
+                "stored in DynamoDB items, limited to 400 KB), "
+                f"got {self.max_attribute_value_chars!r}"
+            )
         if self.allowed_lateness_secs < 0:
             raise ConfigError(
                 f"{ENV_PREFIX}ALLOWED_LATENESS_SECS must be >= 0, "

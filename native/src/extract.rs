@@ -61,12 +61,14 @@ pub struct Stats {
     pub invalid_spans: u64,
     pub dropped_attributes: u64,
     pub truncated_attributes: u64,
+    pub truncated_names: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     dropped: u64,
     truncated: u64,
+    truncated_names: u64,
 }
 
 /// A multiply-rotate hash over 8-byte words: the keys are short strings of
@@ -408,6 +410,45 @@ fn truncated(text: &str, max_chars: usize) -> Option<String> {
     Some(format!("{}{TRUNCATION_MARKER}", &text[..cut]))
 }
 
+/// Port of `cut_name`: `name`, or its first `max_chars` code points (as
+/// Python counts and slices them) and the marker, the cut counted.
+fn cut_name<'py>(
+    name: Bound<'py, PyString>,
+    max_chars: usize,
+    counters: &mut Counters,
+) -> PyResult<Bound<'py, PyString>> {
+    let py = name.py();
+    // SAFETY: `name` is a live str; PyUnicode_GetLength only reads it.
+    let length = unsafe { ffi::PyUnicode_GetLength(name.as_ptr()) };
+    let Ok(length) = usize::try_from(length) else {
+        return Err(PyErr::fetch(py));
+    };
+    if length <= max_chars {
+        return Ok(name);
+    }
+    counters.truncated_names += 1;
+    // `max_chars < length`, so it fits an isize.
+    let end = max_chars as ffi::Py_ssize_t;
+    // SAFETY: `name` is a live str and 0 <= end <= its length; the new
+    // reference is owned by the returned Bound (or the error is fetched).
+    let head = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_Substring(name.as_ptr(), 0, end))?
+    };
+    Ok(head
+        .cast_into::<PyString>()?
+        .add(TRUNCATION_MARKER)?
+        .cast_into::<PyString>()?)
+}
+
+fn cut_optional<'py>(
+    name: Option<Bound<'py, PyString>>,
+    max_chars: usize,
+    counters: &mut Counters,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    name.map(|name| cut_name(name, max_chars, counters))
+        .transpose()
+}
+
 /// Port of `to_string_map`: the rendered dict, with every kept attribute's
 /// typed value handed to `keep` in order (a later duplicate overrides).
 fn to_string_map<'a, 'py>(
@@ -543,6 +584,7 @@ pub fn extract_into<'py>(
     }
     stats.dropped_attributes = extractor.counters.dropped;
     stats.truncated_attributes = extractor.counters.truncated;
+    stats.truncated_names = extractor.counters.truncated_names;
     Ok(stats)
 }
 
@@ -589,16 +631,22 @@ impl<'a, 'py> Extractor<'a, 'py> {
         {
             slots[resource_key::TENANT] = Typed::of(key_value.value.as_ref());
         }
+        // Unlike the attributes above, cut names are counted.
+        let max_chars = self.args.max_value_chars;
+        let counters = &mut self.counters;
         let tenant = if slots[resource_key::TENANT].is_truthy() {
-            typed_str(&mut self.cache, &slots[resource_key::TENANT])?
+            let tenant = typed_str(&mut self.cache, &slots[resource_key::TENANT])?;
+            cut_name(tenant, max_chars, counters)?
         } else {
             self.args.default_tenant.clone()
         };
         let service = if slots[resource_key::SERVICE_NAME].is_truthy() {
-            typed_str(&mut self.cache, &slots[resource_key::SERVICE_NAME])?
+            let service = typed_str(&mut self.cache, &slots[resource_key::SERVICE_NAME])?;
+            cut_name(service, max_chars, counters)?
         } else {
             self.cache.borrowed(UNKNOWN_SERVICE)
         };
+        let faas_name = as_str(&mut self.cache, first(&slots, &[resource_key::FAAS_NAME]))?;
         Ok(ResourceContext {
             tenant,
             service,
@@ -607,7 +655,7 @@ impl<'a, 'py> Extractor<'a, 'py> {
                 &mut self.cache,
                 Some(&slots[resource_key::CLOUD_ACCOUNT_ID]),
             )?,
-            faas_name: as_str(&mut self.cache, first(&slots, &[resource_key::FAAS_NAME]))?,
+            faas_name: cut_optional(faas_name, max_chars, counters)?,
             attributes,
         })
     }
@@ -718,10 +766,22 @@ impl<'a, 'py> Extractor<'a, 'py> {
         } else {
             name.clone().into_any()
         };
-        let db_system = as_str(cache, first(&slots, &[key::DB_SYSTEM, key::DB_SYSTEM_NAME]))?;
-        let messaging_system = as_str(cache, Some(&slots[key::MESSAGING_SYSTEM]))?;
+        let max_chars = self.args.max_value_chars;
+        let counters = &mut self.counters;
+        let operation = cut_name(operation.cast_into::<PyString>()?, max_chars, counters)?;
+        let span_name = cut_name(name, max_chars, counters)?;
+        let db_system = cut_optional(
+            as_str(cache, first(&slots, &[key::DB_SYSTEM, key::DB_SYSTEM_NAME]))?,
+            max_chars,
+            counters,
+        )?;
+        let messaging_system = cut_optional(
+            as_str(cache, Some(&slots[key::MESSAGING_SYSTEM]))?,
+            max_chars,
+            counters,
+        )?;
         let peer_service = if kind == CLIENT || kind == PRODUCER {
-            as_str(
+            let peer_service = as_str(
                 cache,
                 first(
                     &slots,
@@ -734,7 +794,8 @@ impl<'a, 'py> Extractor<'a, 'py> {
                         key::MESSAGING_SYSTEM,
                     ],
                 ),
-            )?
+            )?;
+            cut_optional(peer_service, max_chars, counters)?
         } else {
             None
         };
@@ -763,8 +824,8 @@ impl<'a, 'py> Extractor<'a, 'py> {
             PyString::new(py, &hex(span.span_id)).into_any(),
             optional(py, parent_span_id),
             context.service.clone().into_any(),
-            operation,
-            name.into_any(),
+            operation.into_any(),
+            span_name.into_any(),
             kind_name.into_any(),
             start.into_pyobject(py)?.into_any(),
             end.into_pyobject(py)?.into_any(),

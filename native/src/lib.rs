@@ -53,7 +53,7 @@ impl Traces {
 
     /// Append every valid span to `columns` (the `SpanBatch` lists in
     /// `SPAN_COLUMNS` order); return `(spans, invalid_spans,
-    /// dropped_attributes, truncated_attributes)`.
+    /// dropped_attributes, truncated_attributes, truncated_names)`.
     ///
     /// Appends one value to each list per valid span. Raises what the Python
     /// path raises for the same request (the rows of the spans before the
@@ -75,7 +75,7 @@ impl Traces {
         sequence_number: Bound<'py, PyAny>,
         sub_sequence_number: Bound<'py, PyAny>,
         arrival_unix_millis: Bound<'py, PyAny>,
-    ) -> PyResult<(u64, u64, u64, u64)> {
+    ) -> PyResult<(u64, u64, u64, u64, u64)> {
         let args = ExtractArgs {
             columns: column_lists(columns)?,
             tenant_attribute,
@@ -94,6 +94,7 @@ impl Traces {
             stats.invalid_spans,
             stats.dropped_attributes,
             stats.truncated_attributes,
+            stats.truncated_names,
         ))
     }
 }
@@ -155,7 +156,7 @@ fn extract_into<'py>(
     sequence_number: Bound<'py, PyAny>,
     sub_sequence_number: Bound<'py, PyAny>,
     arrival_unix_millis: Bound<'py, PyAny>,
-) -> PyResult<(u64, u64, u64, u64)> {
+) -> PyResult<(u64, u64, u64, u64, u64)> {
     let traces = parse(payload)?;
     if traces.span_count > max_spans {
         return Err(SpanLimitError::new_err((traces.span_count, max_spans)));

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from spanstream.aggregate.edges import collect_edges
@@ -43,6 +43,14 @@ logger = logging.getLogger(__name__)
 
 _TraceId = tuple[str, str]  # (tenant, trace_id)
 _CALLER_KINDS = frozenset((CLIENT, PRODUCER))
+#: What the service names of one summary may take, in DynamoDB's measure
+#: (UTF-8 bytes plus one a list element). Its other names (tenant, root
+#: service and operation) are at most
+#: `spanstream.config.MAX_ATTRIBUTE_VALUE_CHARS_LIMIT` characters each, so the
+#: summary's item stays below DynamoDB's 400 KB however many services a trace
+#: names (tests/unit/test_name_limits.py).
+MAX_SUMMARY_SERVICES_BYTES = 128 * 1024
+_MAX_UTF8_BYTES_PER_CHAR = 4
 
 
 @dataclass
@@ -224,12 +232,34 @@ class TraceAssembler:
         )
 
 
+def bounded_services(services: Iterable[str]) -> tuple[list[str], int]:
+    """Return the distinct ``services`` in name order, as many as fit
+    `MAX_SUMMARY_SERVICES_BYTES`, and how many were left out after them."""
+    distinct = sorted(set(services))
+    budget = MAX_SUMMARY_SERVICES_BYTES
+    if sum(map(len, distinct)) * _MAX_UTF8_BYTES_PER_CHAR + len(distinct) <= budget:
+        return distinct, 0
+    for index, service in enumerate(distinct):
+        budget -= len(service.encode("utf-8", "surrogatepass")) + 1
+        if budget < 0:
+            return distinct[:index], len(distinct) - index
+    return distinct, 0
+
+
 def _summary_of(trace: TraceState) -> TraceSummary:
     errors = 0
     cold_starts = 0
     for _, _, _, _, flags in trace.iter_rows():
         errors += bool(flags & IS_ERROR)
         cold_starts += bool(flags & IS_COLD_START)
+    services, services_omitted = bounded_services(trace.services)
+    if services_omitted:
+        logger.debug(
+            "summary of trace %s lists %d services and omits %d (names too long)",
+            trace.trace_id,
+            len(services),
+            services_omitted,
+        )
     return TraceSummary(
         tenant=trace.tenant,
         trace_id=trace.trace_id,
@@ -239,6 +269,7 @@ def _summary_of(trace: TraceState) -> TraceSummary:
         end_unix_nanos=trace.end_max_unix_nanos or 0,
         span_count=trace.row_count,
         error_count=errors,
-        services=sorted(set(trace.services)),
+        services=services,
         cold_start_count=cold_starts,
+        services_omitted=services_omitted,
     )

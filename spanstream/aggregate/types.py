@@ -158,7 +158,12 @@ class ColdStartStats:
 
 @dataclass
 class TraceSummary:
-    """What a trace looked like when it went idle (full state, not a delta)."""
+    """What a trace looked like when it went idle (full state, not a delta).
+
+    ``services`` holds the trace's distinct services in name order, as many
+    as fit `spanstream.aggregate.traces.MAX_SUMMARY_SERVICES_BYTES`;
+    ``services_omitted`` counts the ones left out after them.
+    """
 
     tenant: str
     trace_id: str
@@ -170,6 +175,7 @@ class TraceSummary:
     error_count: int
     services: list[str]
     cold_start_count: int
+    services_omitted: int = 0
 
     @property
     def duration_nanos(self) -> int:

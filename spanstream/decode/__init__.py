@@ -59,6 +59,8 @@ class DecodeStats:
     invalid_spans: int = 0
     dropped_attributes: int = 0
     truncated_attributes: int = 0
+    #: tenant, service, operation... names cut to the attribute value limit
+    truncated_names: int = 0
     dead_letters: int = 0
     forms: dict[str, int] = field(default_factory=dict)
 
@@ -237,6 +239,7 @@ class RecordDecoder:
         self.stats.invalid_spans += extract_stats.invalid_spans
         self.stats.dropped_attributes += extract_stats.dropped_attributes
         self.stats.truncated_attributes += extract_stats.truncated_attributes
+        self.stats.truncated_names += extract_stats.truncated_names
         return len(batch) - before
 
     def _dead_letter(

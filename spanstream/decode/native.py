@@ -94,7 +94,8 @@ class NativeSpanExtractor:
 
         Same contract as `SpanExtractor.extract`, rows and counts included.
         """
-        spans, invalid_spans, dropped, truncated = traces.extract_into(
+        # The counts come in the order of the `ExtractStats` fields.
+        counts = traces.extract_into(
             tuple(batch.columns().values()),
             self._tenant_attribute,
             self._default_tenant,
@@ -105,10 +106,11 @@ class NativeSpanExtractor:
             ref.sub_sequence_number,
             ref.arrival_unix_millis,
         )
-        if invalid_spans:
+        stats = ExtractStats(*counts)
+        if stats.invalid_spans:
             logger.warning(
                 "%s: skipped %d spans with malformed ids or times",
                 ref.describe(),
-                invalid_spans,
+                stats.invalid_spans,
             )
-        return ExtractStats(spans, invalid_spans, dropped, truncated)
+        return stats

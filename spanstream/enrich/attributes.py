@@ -57,13 +57,28 @@ def render(value: Any) -> str:
 
 
 class AttributeCounters:
-    """Attributes dropped or cut while rendering, for the batch's stats."""
+    """Attributes dropped or cut while rendering, and derived names cut, for
+    the batch's stats."""
 
-    __slots__ = ("dropped", "truncated")
+    __slots__ = ("dropped", "truncated", "truncated_names")
 
     def __init__(self) -> None:
         self.dropped = 0
         self.truncated = 0
+        self.truncated_names = 0
+
+
+def cut_name(name: str, max_chars: int, counters: AttributeCounters) -> str:
+    """Return ``name``, or its first ``max_chars`` characters and the marker.
+
+    The same cut as an attribute value's, for the names the enrichment
+    derives (tenant, service, operation...): they reach DynamoDB items, whose
+    size is limited. A cut name is counted in ``counters.truncated_names``.
+    """
+    if len(name) <= max_chars:
+        return name
+    counters.truncated_names += 1
+    return name[:max_chars] + TRUNCATION_MARKER
 
 
 def to_string_map(

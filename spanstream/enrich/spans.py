@@ -17,6 +17,12 @@ derived column follows a rule documented in docs/enrichment.md:
   ``http.response.status_code``, ``url.path``) and the older
   (``http.method``, ``http.status_code``, ``http.target``) names.
 
+Every name taken from the input that can reach a DynamoDB item or key
+(tenant, service, span name and operation, peer service, database and
+messaging system, function name) is cut to ``Settings.max_attribute_value_chars``
+characters like an attribute value, and each cut counted: one oversized name
+must not make an aggregate item too large to write.
+
 A span whose ids are malformed, or whose start or end time does not fit int64
 nanoseconds, is skipped and counted; the other spans of the record are kept.
 """
@@ -32,6 +38,7 @@ from spanstream.enrich.attributes import (
     AttributeCounters,
     AttributeLimits,
     any_value_to_python,
+    cut_name,
     to_string_map,
 )
 from spanstream.enrich.operation import operation_name
@@ -55,6 +62,8 @@ class ResourceContext(NamedTuple):
     cloud_account_id: str | None
     faas_name: str | None
     attributes: dict[str, str]
+    #: how many of tenant, service and function name were cut to the limit
+    truncated_names: int = 0
 
 
 @dataclass
@@ -65,6 +74,8 @@ class ExtractStats:
     invalid_spans: int = 0
     dropped_attributes: int = 0
     truncated_attributes: int = 0
+    #: derived names (tenant, service, operation...) cut to the value limit
+    truncated_names: int = 0
 
 
 def _first(typed: dict[str, Any], *names: str) -> Any:
@@ -109,6 +120,12 @@ def _as_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _cut_optional(
+    name: str | None, max_chars: int, counters: AttributeCounters
+) -> str | None:
+    return None if name is None else cut_name(name, max_chars, counters)
+
+
 class SpanExtractor:
     """Appends the spans of OTLP ``TracesData`` messages to a `SpanBatch`."""
 
@@ -118,19 +135,37 @@ class SpanExtractor:
         self._limits = AttributeLimits(
             settings.max_attributes_per_span, settings.max_attribute_value_chars
         )
+        self._max_name_chars = settings.max_attribute_value_chars
 
     def resource_context(self, pb_resource: Any) -> ResourceContext:
-        """Return the derived columns every span of ``pb_resource`` shares."""
+        """Return the derived columns every span of ``pb_resource`` shares.
+
+        Names are cut to the value limit; ``truncated_names`` says how many.
+        The resource's own attribute cuts and drops are counted nowhere.
+        """
         counters = AttributeCounters()
         rendered, typed = to_string_map(pb_resource.attributes, self._limits, counters)
+        max_chars = self._max_name_chars
         tenant = _last_value(pb_resource.attributes, self._tenant_attribute)
+        service = typed.get("service.name")
         return ResourceContext(
-            tenant=str(tenant or self._default_tenant),
-            service=str(typed.get("service.name") or UNKNOWN_SERVICE),
+            tenant=(
+                cut_name(str(tenant), max_chars, counters)
+                if tenant
+                else self._default_tenant
+            ),
+            service=(
+                cut_name(str(service), max_chars, counters)
+                if service
+                else UNKNOWN_SERVICE
+            ),
             cloud_region=_as_str(typed.get("cloud.region")),
             cloud_account_id=_as_str(typed.get("cloud.account.id")),
-            faas_name=_as_str(_first(typed, "faas.name")),
+            faas_name=_cut_optional(
+                _as_str(_first(typed, "faas.name")), max_chars, counters
+            ),
             attributes=rendered,
+            truncated_names=counters.truncated_names,
         )
 
     def extract(self, pb_traces: Any, ref: RecordRef, batch: SpanBatch) -> ExtractStats:
@@ -144,6 +179,7 @@ class SpanExtractor:
         counters = AttributeCounters()
         for pb_resource_spans in pb_traces.resource_spans:
             context = self.resource_context(pb_resource_spans.resource)
+            counters.truncated_names += context.truncated_names
             for pb_scope_spans in pb_resource_spans.scope_spans:
                 scope_name = pb_scope_spans.scope.name or None
                 for pb_span in pb_scope_spans.spans:
@@ -159,6 +195,7 @@ class SpanExtractor:
             )
         stats.dropped_attributes = counters.dropped
         stats.truncated_attributes = counters.truncated
+        stats.truncated_names = counters.truncated_names
         return stats
 
     def _append(
@@ -219,20 +256,30 @@ class SpanExtractor:
             operation = operation_name(name, True, http_method, http_route, path)
         else:
             operation = name
-        db_system = _as_str(_first(typed, "db.system", "db.system.name"))
-        messaging_system = _as_str(typed.get("messaging.system"))
+        max_chars = self._max_name_chars
+        operation = cut_name(operation, max_chars, counters)
+        db_system = _cut_optional(
+            _as_str(_first(typed, "db.system", "db.system.name")), max_chars, counters
+        )
+        messaging_system = _cut_optional(
+            _as_str(typed.get("messaging.system")), max_chars, counters
+        )
         peer_service = None
         if kind in (_CLIENT, _PRODUCER):
-            peer_service = _as_str(
-                _first(
-                    typed,
-                    "peer.service",
-                    "server.address",
-                    "net.peer.name",
-                    "db.system",
-                    "db.system.name",
-                    "messaging.system",
-                )
+            peer_service = _cut_optional(
+                _as_str(
+                    _first(
+                        typed,
+                        "peer.service",
+                        "server.address",
+                        "net.peer.name",
+                        "db.system",
+                        "db.system.name",
+                        "messaging.system",
+                    )
+                ),
+                max_chars,
+                counters,
             )
         cold = typed.get("faas.coldstart")
         start = pb_span.start_time_unix_nano
@@ -244,7 +291,7 @@ class SpanExtractor:
         batch.parent_span_id.append(parent_span_id.hex() if parent_span_id else None)
         batch.service.append(context.service)
         batch.operation.append(operation)
-        batch.span_name.append(name)
+        batch.span_name.append(cut_name(name, max_chars, counters))
         batch.span_kind.append(kind_name)
         batch.start_unix_nanos.append(start)
         batch.end_unix_nanos.append(end)

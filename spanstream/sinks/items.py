@@ -310,6 +310,8 @@ def trace_item(summary: TraceSummary, expires_at_secs: int) -> Item:
         item["root_service"] = s(summary.root_service)
     if summary.root_operation is not None:
         item["root_operation"] = s(summary.root_operation)
+    if summary.services_omitted:
+        item["services_omitted"] = n(summary.services_omitted)
     return item
 
 
@@ -325,4 +327,5 @@ def trace_summary(item: Mapping[str, Any]) -> TraceSummary:
         error_count=get_int(item, "error_count"),
         services=[value["S"] for value in item.get("services", {}).get("L", [])],
         cold_start_count=get_int(item, "cold_start_count"),
+        services_omitted=get_int(item, "services_omitted"),
     )

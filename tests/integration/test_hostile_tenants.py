@@ -107,7 +107,7 @@ HOSTILE_TENANTS: tuple[str | None, ...] = (
     "L" * 2_000,
     "L" * 1_999 + "M",  # shares its first 1,999 characters with the one above
     "租" * 2_000,
-    "T" * 5_000,  # past max_attribute_value_chars: archived attributes are cut
+    "T" * 5_000,  # past max_attribute_value_chars: stored cut (`stored_tenant`)
 )
 #: (victim, attacker): the attacker's traces reuse the victim's trace and span
 #: ids, so only the tenant keeps them apart.
@@ -155,6 +155,14 @@ def short(name: str) -> str:
 
 def label(tenant_id: str | None) -> str:
     return DEFAULT_TENANT if tenant_id is None else tenant_id
+
+
+def stored_tenant(tenant_id: str | None) -> str:
+    """Return the tenant the pipeline stores for ``tenant_id``: a name past
+    ``max_attribute_value_chars`` is cut and marked (docs/enrichment.md)."""
+    name = label(tenant_id)
+    limit = Settings().max_attribute_value_chars
+    return name if len(name) <= limit else name[:limit] + "...[truncated]"
 
 
 # -- GIVEN: the traffic ----------------------------------------------------------
@@ -251,6 +259,9 @@ def hostile_traces(now_unix_nanos: int) -> list[GeneratedTrace]:
         twist_names(traces, index)
         if tenant_id == FLOODING_TENANT:
             flood_resources(traces)
+        if stored_tenant(tenant_id) != label(tenant_id):
+            for span in iter_spans(traces):
+                span.truth = span.truth._replace(tenant=stored_tenant(tenant_id))
         by_tenant[label(tenant_id)] = traces
     for victim, attacker in SHARED_IDS:
         for victim_trace, attacker_trace in zip(
@@ -466,7 +477,9 @@ def test_hostile_names_stay_in_their_tenant(
     settings = dataclasses.replace(settings, allowed_lateness_secs=3_600)
     traces = hostile_traces(time.time_ns())
     truth = [span.truth for span in iter_spans(traces)]
-    tenants = {encode_component(label(t)): label(t) for t in HOSTILE_TENANTS}
+    tenants = {
+        encode_component(stored_tenant(t)): stored_tenant(t) for t in HOSTILE_TENANTS
+    }
     assert len(tenants) == len(HOSTILE_TENANTS), "two tenants share an encoding"
     assert {t.tenant for t in truth} == set(tenants.values())
     assert any(len(c) == MAX_COMPONENT_CHARS and is_capped(c) for c in tenants)

@@ -226,6 +226,52 @@ def test_attribute_limits_truncate_and_drop() -> None:
     assert decoder.stats.dropped_attributes == 1
 
 
+@pytest.mark.parametrize("decoder", ["python", "native"])
+def test_derived_names_are_cut_like_attribute_values(decoder: str) -> None:
+    # GIVEN names longer than the value limit of 8 characters, and short ones
+    settings = Settings(max_attribute_value_chars=8)
+    resource = {
+        "tenant.id": "tenant-abcdef",
+        "service.name": "svc",
+        "faas.name": "function-x",
+    }
+    spans = [
+        make_span(name="GET", attributes={"http.route": "/users/{id}/orders"}),
+        make_span(
+            name="SELECT orders",
+            kind=CLIENT,
+            span_id=b"\x02" * 8,
+            attributes={"db.system": "postgresql"},
+        ),
+        make_span(
+            name="send",
+            kind=PRODUCER,
+            span_id=b"\x03" * 8,
+            attributes={"messaging.system": "rabbitmq-x"},
+        ),
+    ]
+    data = make_request(spans, resource).SerializeToString()
+    record_decoder = RecordDecoder(settings, decoder)
+    batch = SpanBatch()
+    # WHEN they are decoded
+    record_decoder.decode(make_record(data), batch, [])
+    # THEN each long name is cut after 8 characters and marked, once per
+    # column it lands in; the operation is cut after it was derived
+    marker = TRUNCATION_MARKER
+    assert batch.tenant == ["tenant-a" + marker] * 3
+    assert batch.service == ["svc"] * 3
+    assert batch.faas_name == ["function" + marker] * 3
+    assert batch.operation == ["GET /use" + marker, "SELECT o" + marker, "send"]
+    assert batch.span_name == ["GET", "SELECT o" + marker, "send"]
+    assert batch.db_system == [None, "postgres" + marker, None]
+    assert batch.messaging_system == [None, None, "rabbitmq" + marker]
+    assert batch.peer_service == [None, "postgres" + marker, "rabbitmq" + marker]
+    assert batch.http_route == ["/users/{id}/orders", None, None]
+    # tenant and function once for the resource; 1 + 4 + 2 for the spans
+    assert record_decoder.stats.truncated_names == 9
+    assert record_decoder.stats.truncated_attributes == 3
+
+
 def test_status_class_inputs_and_source_columns() -> None:
     row = enrich_one(make_span(attributes={"http.response.status_code": 201}))
     assert row["http_status_code"] == 201

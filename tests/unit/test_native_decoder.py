@@ -27,6 +27,7 @@ from otlpfactory import SPAN_ID, TRACE_ID, make_record, make_request, make_span
 
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder, native
+from spanstream.enrich.attributes import TRUNCATION_MARKER
 from spanstream.errors import ConfigError
 from spanstream.model import SPAN_COLUMNS, SpanBatch
 
@@ -113,6 +114,52 @@ def with_tenant_attributes(*tenants: str) -> bytes:
     attributes = request.resource_spans[0].resource.attributes
     for tenant in tenants:
         attributes.add(key="tenant.id").value.string_value = tenant
+    return request.SerializeToString()
+
+
+def with_long_names() -> bytes:
+    """A request whose names are past (or at) the default value limit of 4,096
+    characters, in 1- to 4-byte characters, through every path that derives
+    one: str() of a list tenant, Rust's and Python's operation naming."""
+    limit = SETTINGS.max_attribute_value_chars
+    spans = [
+        make_span(name="\u00e9" * limit, span_id=b"\x01" * 8),
+        make_span(
+            name="GET",
+            span_id=b"\x02" * 8,
+            attributes={"http.route": "/r" * 3_000},
+        ),
+        make_span(
+            name="GET",
+            span_id=b"\x03" * 8,
+            attributes={"url.path": "/\u0663" * 3_000},
+        ),
+        make_span(
+            name="call",
+            kind=3,
+            span_id=b"\x04" * 8,
+            attributes={"peer.service": "x" * (limit + 1), "db.system": "d" * 9_000},
+        ),
+        make_span(
+            name="\U0001f642" * (limit + 1),
+            kind=4,
+            span_id=b"\x05" * 8,
+            attributes={"messaging.system": "\u79df" * 5_000},
+        ),
+    ]
+    resource = {
+        "tenant.id": "\u79df" * 5_000,
+        "service.name": "\U0001f642" * (limit + 1),
+        "faas.name": "f" * limit,
+    }
+    request = make_request(spans, resource)
+    second = request.resource_spans.add()
+    tenant = second.resource.attributes.add(key="tenant.id")
+    for _ in range(600):
+        tenant.value.array_value.values.add().string_value = "long"
+    service = second.resource.attributes.add(key="service.name")
+    service.value.int_value = 10**18
+    second.scope_spans.add().spans.append(make_span(span_id=b"\x06" * 8))
     return request.SerializeToString()
 
 
@@ -205,6 +252,7 @@ EXAMPLES = {
         {**{f"filler.{i}": i for i in range(130)}, "tenant.id": "late"},
     ).SerializeToString(),
     "tenant three times": with_tenant_attributes("first", "", "last"),
+    "names past the value limit": with_long_names(),
     "odd resource values": make_request(
         [make_span()], {"service.name": 0, "tenant.id": False, "cloud.region": 1.5}
     ).SerializeToString(),
@@ -214,6 +262,31 @@ EXAMPLES = {
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_examples_match_the_python_path(name: str) -> None:
     assert_same(EXAMPLES[name])
+
+
+def test_long_names_are_cut_alike() -> None:
+    # GIVEN names past the value limit WHEN both decoders read them THEN they
+    # agree, and what they agree on is the names cut after 4,096 characters
+    data = EXAMPLES["names past the value limit"]
+    _, _, stats, escaped = assert_same(data)
+    assert escaped is None
+    # resource 1: tenant, service; the operations of spans 2 and 3; peer and
+    # db system of 4; span name, operation, messaging system and peer of 5;
+    # resource 2: tenant (str() of a list)
+    assert stats.truncated_names == 11
+    batch = SpanBatch()
+    RecordDecoder(SETTINGS, decoder="native").decode(make_record(data), batch, [])
+    limit = SETTINGS.max_attribute_value_chars
+    list_tenant = str(["long"] * 600)
+    assert batch.tenant == [
+        *["\u79df" * limit + TRUNCATION_MARKER] * 5,
+        list_tenant[:limit] + TRUNCATION_MARKER,
+    ]
+    assert batch.service[0] == "\U0001f642" * limit + TRUNCATION_MARKER
+    assert batch.service[5] == str(10**18)
+    assert batch.span_name[0] == batch.operation[0] == "\u00e9" * limit
+    assert batch.operation[1] == f"GET {'/r' * 2_046}{TRUNCATION_MARKER}"
+    assert batch.faas_name[0] == "f" * limit
 
 
 @pytest.mark.parametrize(
@@ -494,7 +567,7 @@ def test_extract_into_appends_what_the_python_path_appends() -> None:
         ref.sub_sequence_number,
         ref.arrival_unix_millis,
     )
-    assert counts == (7, 0, 0, 0)
+    assert counts == (7, 0, 0, 0, 0)
     assert repr(batch.columns()) == repr(expected.columns())
 
 
