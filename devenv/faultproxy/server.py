@@ -190,6 +190,10 @@ class FaultProxy:
         connection = _ClientConnection(self, sock)
         try:
             connection.serve()
+        except OSError as exc:
+            # The client went away while answered (its own timeout, or its
+            # process ended): what a real endpoint sees too.
+            logger.debug("fault proxy: client connection closed: %r", exc)
         finally:
             connection.close()
             with self._lock:
