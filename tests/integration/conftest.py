@@ -9,6 +9,7 @@ start, every integration test errors: none is skipped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos import FAULT_RATE, SERVICES, FaultyEndpoints, RetryWarnings
 from traffic import SHARD_COUNT, SharedTraffic, put_shared_traffic
 
 from devenv import (
@@ -31,6 +33,7 @@ from devenv import (
     emulators_from_env,
     settings_to_env,
 )
+from devenv.faultproxy import FaultPlan, FaultProxy
 from devenv.resources import create_stream, delete_stream
 from spanstream.aws import make_client
 from spanstream.config import Settings
@@ -180,3 +183,34 @@ def shared_settings(
     create_stores(reading, dynamodb, s3)
     yield reading
     delete_stores(reading, dynamodb, s3)
+
+
+@pytest.fixture
+def faulty(emulators: Emulators | LocalStack) -> Iterator[FaultyEndpoints]:
+    """Yield proxies faulting 20 % of the calls to each emulator endpoint
+    (`chaos.FaultyEndpoints`); a test routes its worker through them."""
+    by_upstream: dict[str, FaultProxy] = {}
+    proxies: dict[str, FaultProxy] = {}
+    try:
+        # Not seed 0: its first 25 draws all miss a rate of 0.2, which is
+        # every Kinesis call of a short run.
+        for seed, service in enumerate(SERVICES, start=1):
+            upstream = getattr(emulators, f"{service}_endpoint_url")
+            if upstream not in by_upstream:
+                plan = FaultPlan(rate=FAULT_RATE, seed=seed)
+                by_upstream[upstream] = FaultProxy(upstream, plan).start()
+            proxies[service] = by_upstream[upstream]
+        yield FaultyEndpoints(proxies)
+    finally:
+        for proxy in by_upstream.values():
+            proxy.stop()
+
+
+@pytest.fixture
+def retry_warnings() -> Iterator[RetryWarnings]:
+    """Count spanstream's own retries: of calls botocore had given up on."""
+    handler = RetryWarnings()
+    retry_logger = logging.getLogger("spanstream.sinks.retry")
+    retry_logger.addHandler(handler)
+    yield handler
+    retry_logger.removeHandler(handler)

@@ -6,7 +6,9 @@ waits until every shard is checkpointed at its last record, and compares
 DynamoDB (RED series, cold starts, late counters) and the S3 archive with an
 independent computation from the generator's truth: zero lost, zero counted
 twice. Every wait has a deadline; the workers' logs are under
-``.run/pytest-kcl/<test>``.
+``.run/pytest-kcl/<test>``. The two-worker test on the session's 200,000
+spans is also the chaos test of the KCL path: a fifth of its workers' AWS
+calls are faulted by fault proxies (`chaos`, `devenv.faultproxy`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos import SERVICES, FaultyEndpoints, assert_faults_happened
 from compare import (
     edge_problems,
     report,
@@ -63,23 +66,43 @@ PROCESS_SECS = 300
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+MakeFleet = Callable[..., KclFleet]
+
+
 @pytest.fixture
 def make_fleet(
     request: pytest.FixtureRequest, emulators: Emulators | LocalStack
-) -> Iterator[Callable[[Settings, str], KclFleet]]:
-    """Yield ``make_fleet(settings, stage)``; every worker is killed after the test."""
+) -> Iterator[MakeFleet]:
+    """Yield ``make_fleet(settings, stage, faulty=None)``; every worker is
+    killed after the test.
+
+    With ``faulty``, the record processors' S3, DynamoDB and Kinesis calls
+    and the daemon's lease-table calls go through its fault proxies; the
+    daemon reads Kinesis directly (HTTP/2, which the proxies do not serve).
+    """
     run_dir = PROJECT_ROOT / ".run" / "pytest-kcl" / request.node.name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     fleets: list[KclFleet] = []
 
-    def make(settings: Settings, stage: str = "spans") -> KclFleet:
+    def make(
+        settings: Settings,
+        stage: str = "spans",
+        faulty: FaultyEndpoints | None = None,
+    ) -> KclFleet:
+        daemon_settings, processor_settings = settings, settings
+        if faulty is not None:
+            processor_settings = faulty.settings(settings)
+            daemon_settings = dataclasses.replace(
+                settings,
+                dynamodb_endpoint_url=processor_settings.dynamodb_endpoint_url,
+            )
         environ = {
             **os.environ,
             **emulators.settings_env(),
-            **settings_to_env(settings),
+            **settings_to_env(processor_settings),
         }
-        fleet = KclFleet(settings, environ_for(environ), run_dir, stage)
+        fleet = KclFleet(daemon_settings, environ_for(environ), run_dir, stage)
         fleets.append(fleet)
         return fleet
 
@@ -89,9 +112,7 @@ def make_fleet(
 
 
 @pytest.fixture
-def fleet(
-    make_fleet: Callable[[Settings, str], KclFleet], settings: Settings, resources: Any
-) -> KclFleet:
+def fleet(make_fleet: MakeFleet, settings: Settings, resources: Any) -> KclFleet:
     """Span-stage workers on this test's own 4-shard stream."""
     return make_fleet(settings, "spans")
 
@@ -135,17 +156,22 @@ def two_stage_settings(shared_settings: Settings, kinesis: Any) -> Iterator[Sett
 
 
 def test_two_workers_share_four_shards_and_count_every_span_once(
-    make_fleet: Callable[[Settings, str], KclFleet],
+    make_fleet: MakeFleet,
     shared_traffic: SharedTraffic,
     two_stage_settings: Settings,
+    faulty: FaultyEndpoints,
     kinesis: Any,
     dynamodb: Any,
     s3: Any,
 ) -> None:
     # GIVEN the session's 200,000 spans in every form with poison records,
-    # on 4 shards, and a trace stream for the trace stage
+    # on 4 shards, a trace stream for the trace stage, and a fifth of the
+    # workers' AWS calls faulted (the chaos test of the KCL path): their
+    # record processors' S3, DynamoDB and Kinesis calls and their daemons'
+    # lease-table calls
     settings, truth = two_stage_settings, shared_traffic.truth
-    spans, traces = make_fleet(settings, "spans"), make_fleet(settings, "traces")
+    spans = make_fleet(settings, "spans", faulty)
+    traces = make_fleet(settings, "traces", faulty)
     # WHEN two span-stage workers read the stream and a trace-stage worker
     # reads what they forward
     started = time.monotonic()
@@ -200,7 +226,12 @@ def test_two_workers_share_four_shards_and_count_every_span_once(
         )
     except DeadlineExceeded:
         pytest.fail(report(problems))
-    print(f"trace stage done {time.monotonic() - started:.1f} s after the start")
+    print(
+        f"trace stage done {time.monotonic() - started:.1f} s after the start; "
+        f"faults: {faulty.counts().summary()}"
+    )
+    # AND faults of every kind happened on the way
+    assert_faults_happened(faulty.counts(), SERVICES)
 
 
 def test_kill_9_mid_stream_moves_leases_and_loses_or_doubles_nothing(
