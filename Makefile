@@ -117,7 +117,7 @@ bench: install ## Run the benchmarks (python -m bench)
 	$(BIN)/python -m bench
 
 SOAK_SECS ?= 1800
-SOAK_SPANS_PER_SEC ?= 5000
+SOAK_SPANS_PER_SEC ?= 1000
 soak: install ## Soak: SOAK_SECS (30 min) at SOAK_SPANS_PER_SEC, memory and lag flat? (bench/soak-results.json)
 	$(BIN)/python -m bench.soak --secs $(SOAK_SECS) --spans-per-sec $(SOAK_SPANS_PER_SEC)
 
