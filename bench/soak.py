@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 from bench.e2e import PutRecord, RecordingRunner, aws_backend, put_ticks
 from bench.lag import weighted_percentile
 from bench.timing import machine
+from consumers.local.runner import ShardReader
 from devenv.resources import create_resources
 from spanstream.aws import make_client
 from spanstream.config import Settings
@@ -146,16 +147,14 @@ class _SoakRunner(RecordingRunner):
         super().__init__(*args, **kwargs)
         self.tracker = tracker
 
-    def poll_once(self) -> int:
-        read = super().poll_once()
-        self.tracker.read(
-            {
-                shard_id: int(reader.last_sequence_number)
-                for shard_id, reader in self.readers.items()
-                if reader.last_sequence_number is not None
-            },
-            time.time(),
-        )
+    def _read(self, reader: ShardReader) -> int:
+        # Per page, not per poll: a poll ends with the flush that is due, and
+        # what it read must be marked read before that flush.
+        read = super()._read(reader)
+        if reader.last_sequence_number is not None:
+            self.tracker.read(
+                {reader.shard_id: int(reader.last_sequence_number)}, time.time()
+            )
         return read
 
     def flush(self, everything: bool = False) -> None:
