@@ -172,3 +172,15 @@ def span_stage_problems(
         s3, settings, Counter((t.trace_id, t.span_id) for t in truth)
     )
     return problems
+
+
+def pipeline_problems(
+    dynamodb: Any, s3: Any, settings: Settings, truth: list[SpanTruth]
+) -> list[str]:
+    """Return the differences of everything a run with both stages writes
+    (the span stage's outputs, trace summaries and edges) from the reference."""
+    want = expected(truth, settings.window_secs)
+    problems = span_stage_problems(dynamodb, s3, settings, truth)
+    problems += edge_problems(dynamodb, settings, want)
+    problems += trace_problems(dynamodb, settings, want)
+    return problems

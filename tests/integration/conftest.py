@@ -214,3 +214,9 @@ def retry_warnings() -> Iterator[RetryWarnings]:
     retry_logger.addHandler(handler)
     yield handler
     retry_logger.removeHandler(handler)
+
+
+@pytest.fixture
+def quiet_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the Lambda handler's thousands of EMF lines out of the output."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")

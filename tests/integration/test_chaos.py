@@ -26,13 +26,9 @@ from typing import Any
 import pytest
 from chaos import SERVICES, FaultyEndpoints, RetryWarnings, assert_faults_happened
 from compare import (
-    archive_problems,
-    cold_start_problems,
-    edge_problems,
-    red_problems,
+    pipeline_problems,
     report,
     span_stage_problems,
-    trace_problems,
 )
 from traffic import SharedTraffic, put_with_poison
 
@@ -51,7 +47,6 @@ from spanstream.sinks.factory import make_sinks
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_spans
 from spanstream.traffic.model import truths
-from spanstream.traffic.reference import expected
 
 RUN_DEADLINE_SECS = 600
 #: Small pages: a few dozen GetRecords calls to fault instead of a dozen.
@@ -96,12 +91,7 @@ def test_local_runner_exact_with_a_fifth_of_calls_faulted(
     assert_faults_happened(counts, SERVICES)
     assert stats.records == shared_traffic.record_count
     assert stats.spans == len(truth)
-    want = expected(truth, settings.window_secs)
-    problems = red_problems(dynamodb, settings, want)
-    problems += edge_problems(dynamodb, settings, want)
-    problems += cold_start_problems(dynamodb, settings, want)
-    problems += trace_problems(dynamodb, settings, want)
-    problems += archive_problems(s3, settings, shared_traffic.span_ids())
+    problems = pipeline_problems(dynamodb, s3, settings, truth)
     assert not problems, report(problems)
     assert readers.count_dead_letters(s3, settings) == shared_traffic.poison_count
     assert readers.scan_late(dynamodb, settings) == []
@@ -146,12 +136,6 @@ def test_local_runner_reads_on_when_botocore_stops_retrying(
     problems = span_stage_problems(dynamodb, s3, settings, truths(traces))
     assert not problems, report(problems)
     assert readers.count_dead_letters(s3, settings) == 2
-
-
-@pytest.fixture
-def quiet_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep thousands of EMF lines out of the captured output."""
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
 
 
 def test_lambda_handler_exact_with_a_fifth_of_calls_faulted(

@@ -19,7 +19,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from botocore.exceptions import ClientError
 from compare import (
     report,
@@ -131,12 +130,6 @@ def assert_outputs_exact(
     assert not problems, report(problems)
     assert readers.count_dead_letters(s3, settings) == poison_count
     assert readers.scan_late(dynamodb, settings) == []
-
-
-@pytest.fixture
-def quiet_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep thousands of EMF lines out of the captured output."""
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
 
 
 def test_every_span_counted_once_through_failures_and_duplicates(

@@ -15,12 +15,8 @@ import time
 from typing import Any
 
 from compare import (
-    archive_problems,
-    cold_start_problems,
-    edge_problems,
-    red_problems,
+    pipeline_problems,
     report,
-    trace_problems,
 )
 from traffic import SharedTraffic
 
@@ -28,7 +24,6 @@ from consumers.local.runner import LocalRunner
 from spanstream.config import Settings
 from spanstream.sinks import readers
 from spanstream.sinks.factory import make_sinks
-from spanstream.traffic.reference import expected
 
 RUN_DEADLINE_SECS = 600
 
@@ -60,12 +55,7 @@ def test_every_span_counted_once_across_four_shards(
     assert stats.records == shared_traffic.record_count
     assert stats.spans == len(truth)
     assert len(runner.readers) == 4
-    want = expected(truth, settings.window_secs)
-    problems = red_problems(dynamodb, settings, want)
-    problems += edge_problems(dynamodb, settings, want)
-    problems += cold_start_problems(dynamodb, settings, want)
-    problems += trace_problems(dynamodb, settings, want)
-    problems += archive_problems(s3, settings, shared_traffic.span_ids())
+    problems = pipeline_problems(dynamodb, s3, settings, truth)
     assert not problems, report(problems)
     assert readers.count_dead_letters(s3, settings) == shared_traffic.poison_count
     assert readers.scan_late(dynamodb, settings) == []
