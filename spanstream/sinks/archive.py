@@ -17,6 +17,7 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
+from itertools import accumulate, chain
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ from spanstream.sinks.s3put import (
     PendingObject,
     put_objects,
 )
+from spanstream.sinks.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,54 @@ def arrow_table(batch: SpanBatch) -> pa.Table:
     """
     columns = batch.columns()
     return pa.table(
-        [pa.array(columns[f.name], type=f.type) for f in ARCHIVE_SCHEMA],
+        [_arrow_array(columns[f.name], f.type) for f in ARCHIVE_SCHEMA],
         schema=ARCHIVE_SCHEMA,
     )
+
+
+def _arrow_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+    if pa.types.is_map(arrow_type):
+        array = _map_array(values, arrow_type)
+        if array is not None:
+            return array
+    return pa.array(values, type=arrow_type)
+
+
+def _map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    """Return a column of string dicts as a map array (None: not only dicts).
+
+    pyarrow converts a list of dicts entry by entry; flattening the keys and
+    values into two string arrays is about twice as fast and gives the same
+    array. A record's spans share one resource attributes dict, so repeated
+    dicts (by identity) are converted once and repeated with ``take``.
+    Anything unusual (not a dict, a null key, a value pyarrow refuses) gives
+    None, so that `pa.array` decides, and raises, exactly as it always did.
+    """
+    if not maps or set(map(type, maps)) != {dict}:
+        return None
+    by_id = dict(zip(map(id, maps), maps, strict=True))
+    try:
+        if len(by_id) * 2 > len(maps):
+            return _flat_map_array(maps, arrow_type)
+        distinct = _flat_map_array(list(by_id.values()), arrow_type)
+        if distinct is None:
+            return None
+        position = {key: index for index, key in enumerate(by_id)}
+        indices = pa.array(list(map(position.__getitem__, map(id, maps))), pa.int32())
+        return distinct.take(indices)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _flat_map_array(
+    maps: list[dict[Any, Any]], arrow_type: pa.DataType
+) -> pa.Array | None:
+    keys = pa.array(list(chain.from_iterable(maps)), pa.string())
+    if keys.null_count:
+        return None
+    items = pa.array(list(chain.from_iterable(map(dict.values, maps))), pa.string())
+    offsets = pa.array(list(accumulate(map(len, maps), initial=0)), pa.int32())
+    return pa.MapArray.from_arrays(offsets, keys, items, type=arrow_type)
 
 
 def encode_parquet(batch: SpanBatch) -> bytes:
@@ -80,8 +127,13 @@ def encode_parquet(batch: SpanBatch) -> bytes:
 
     Raises as `arrow_table` does.
     """
+    return encode_table(arrow_table(batch))
+
+
+def encode_table(table: pa.Table) -> bytes:
+    """Return an `arrow_table` as a zstd-compressed Parquet file."""
     sink = pa.BufferOutputStream()
-    pq.write_table(arrow_table(batch), sink, compression=COMPRESSION)
+    pq.write_table(table, sink, compression=COMPRESSION)
     return bytes(sink.getvalue().to_pybytes())
 
 
@@ -123,6 +175,11 @@ class ArchiveWriter:
         self.settings = settings
         self.retry = retry or RetryPolicy()
         self.max_workers = max_workers
+        self._pool = WorkerPool(max_workers, thread_name_prefix="s3put")
+
+    def close(self) -> None:
+        """Stop the upload threads (a later write starts them again)."""
+        self._pool.close()
 
     def write(self, batch: SpanBatch, flush_range: FlushRange) -> list[str]:
         """Write ``batch`` as one object per (tenant, UTC hour) and return the keys.
@@ -133,18 +190,29 @@ class ArchiveWriter:
         after every upload succeeded and raises `SinkError` otherwise (some
         objects may then exist: writing the range again completes it).
         """
+        groups = sorted(group_rows(batch).items())
+        table = _whole_table(batch) if groups else None
         pending = [
             PendingObject(
                 object_key(
                     self.settings.archive_prefix, tenant, hour_index, flush_range
                 ),
-                partial(_encode_rows, batch, indices),
+                (
+                    partial(_encode_rows, batch, indices)
+                    if table is None
+                    else partial(_encode_table_rows, table, indices)
+                ),
                 PARQUET_CONTENT_TYPE,
             )
-            for (tenant, hour_index), indices in sorted(group_rows(batch).items())
+            for (tenant, hour_index), indices in groups
         ]
         keys = put_objects(
-            self.s3_client, self.settings.bucket, pending, self.retry, self.max_workers
+            self.s3_client,
+            self.settings.bucket,
+            pending,
+            self.retry,
+            self.max_workers,
+            pool=self._pool,
         )
         logger.debug(
             "archived %d spans of %s/%s in %d objects",
@@ -154,6 +222,26 @@ class ArchiveWriter:
             len(keys),
         )
         return keys
+
+
+def _whole_table(batch: SpanBatch) -> pa.Table | None:
+    """Return ``batch`` as one table, to cut per object (None: a value is bad).
+
+    Converting once and taking rows in arrow is cheaper than converting each
+    object's rows. A batch holding a bad value is left to `_encode_rows`, so
+    the objects without it are still written and the failure is reported per
+    object as before.
+    """
+    try:
+        return arrow_table(batch)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _encode_table_rows(table: pa.Table, indices: list[int]) -> bytes:
+    if len(indices) == table.num_rows:
+        return encode_table(table)
+    return encode_table(table.take(pa.array(indices, pa.int64())))
 
 
 def _encode_rows(batch: SpanBatch, indices: list[int]) -> bytes:

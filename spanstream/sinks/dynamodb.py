@@ -23,7 +23,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
@@ -42,6 +42,7 @@ from spanstream.errors import SinkError
 from spanstream.sinks import items
 from spanstream.sinks.items import Item
 from spanstream.sinks.retry import RetryPolicy
+from spanstream.sinks.workers import TaskGroup, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,15 @@ class AggregateWriter:
         self.retention_secs = retention_secs
         #: everything this writer has done, for benchmarks and metrics
         self.totals = WriteStats()
+        # Kept across writes: starting threads per write cost more than
+        # the writes once DynamoDB answers fast.
+        self._pool = WorkerPool(
+            settings.dynamodb_write_concurrency, thread_name_prefix="ddb"
+        )
+
+    def close(self) -> None:
+        """Stop the writer's threads (a later write starts them again)."""
+        self._pool.close()
 
     # Aggregates -----------------------------------------------------------
 
@@ -205,9 +215,7 @@ class AggregateWriter:
         stats = WriteStats()
         if not pending:
             return stats
-        with ThreadPoolExecutor(
-            self.settings.dynamodb_write_concurrency, thread_name_prefix="ddb"
-        ) as pool:
+        with self._pool.tasks() as pool:
             current, read_stats = self._read_all(pool, list(pending.values()))
             stats += read_stats
             futures = [
@@ -252,7 +260,7 @@ class AggregateWriter:
         return pending
 
     def _read_all(
-        self, pool: ThreadPoolExecutor, pending: list[_Pending]
+        self, pool: TaskGroup, pending: list[_Pending]
     ) -> tuple[dict[tuple[str, ...], Item], WriteStats]:
         chunks = [
             pending[i : i + MAX_BATCH_GET_KEYS]
@@ -410,7 +418,7 @@ class AggregateWriter:
         if not chunks:
             return stats
         workers = min(self.settings.dynamodb_write_concurrency, len(chunks))
-        with ThreadPoolExecutor(workers, thread_name_prefix="ddb") as pool:
+        with self._pool.tasks(workers) as pool:
             futures = [
                 pool.submit(self._batch_write, table_name, chunk) for chunk in chunks
             ]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from spanstream.errors import SinkError
 from spanstream.sinks.retry import RetryPolicy
+from spanstream.sinks.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,16 @@ def put_objects(
     objects: Sequence[PendingObject],
     retry: RetryPolicy,
     max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
+    pool: WorkerPool | None = None,
 ) -> list[str]:
     """Upload every object with SSE-S3 and return their keys, in input order.
 
-    Returns only after every PUT succeeded. Raises `SinkError` naming the
-    bucket and the first failed key once all uploads have finished, so no
-    upload is still running when the caller sees the error.
+    Uploads run on ``pool``'s threads (a sink passes the pool it keeps), or
+    on a pool of ``max_workers`` threads made for this call; a single object
+    is uploaded in the calling thread. Returns only after every PUT
+    succeeded. Raises `SinkError` naming the bucket and the first failed key
+    once all uploads have finished, so no upload is still running when the
+    caller sees the error.
     """
     if not objects:
         return []
@@ -54,8 +58,15 @@ def put_objects(
         return pending.key
 
     workers = max(1, min(max_workers, len(objects)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="s3put") as pool:
-        futures = [pool.submit(upload, pending) for pending in objects]
+    own_pool = pool is None
+    if pool is None:
+        pool = WorkerPool(workers, thread_name_prefix="s3put")
+    try:
+        with pool.tasks(workers) as tasks:
+            futures = [tasks.submit(upload, pending) for pending in objects]
+    finally:
+        if own_pool:
+            pool.close()
     failures = [f.exception() for f in futures if f.exception() is not None]
     if failures:
         first = failures[0]

@@ -1,0 +1,159 @@
+"""The archive's fast arrow conversion gives what plain `pa.array` gives.
+
+The archive flattens attribute maps itself, converts repeated dicts once and
+cuts each object's rows from one table of the whole batch; these tests pin
+that the arrays, the errors and the Parquet bytes are what the plain
+conversion of each object's rows gave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from spanstream.aggregate.types import FlushRange
+from spanstream.config import Settings
+from spanstream.errors import SinkError
+from spanstream.model import SPAN_COLUMNS, SpanBatch
+from spanstream.sinks.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveWriter,
+    _map_array,
+    arrow_table,
+    encode_parquet,
+    group_rows,
+)
+from spanstream.sinks.retry import RetryPolicy
+
+MAP_TYPE = ARCHIVE_SCHEMA.field("resource_attributes").type
+HOUR_NANOS = 3_600 * 1_000_000_000
+T0_NANOS = 1_714_557_600 * 1_000_000_000
+RANGE = FlushRange("spans", "shardId-000000000001", "100", "200")
+SHARED = {"service.name": "checkout", "tenant.id": "acme"}
+
+
+def _plain(values: list[Any]) -> pa.Array:
+    return pa.array(values, type=MAP_TYPE)
+
+
+@pytest.mark.parametrize(
+    "maps",
+    [
+        [SHARED] * 6,  # one dict shared by every span (converted once)
+        [SHARED, {"a": "1"}, SHARED, SHARED, {}, SHARED, SHARED],
+        [{"k": str(i), "x": "y"} for i in range(5)],  # all distinct
+        [{}, {}, {"a": None}, {"é": "ü", "": ""}],
+        [{"bytes": b"raw"}, {"z": "1", "a": "2"}],  # bytes and key order kept
+    ],
+)
+def test_map_columns_equal_the_plain_conversion(maps: list[Any]) -> None:
+    fast = _map_array(maps, MAP_TYPE)
+
+    assert fast is not None
+    assert fast.type == MAP_TYPE
+    assert fast.equals(_plain(maps))
+    assert fast.to_pylist() == _plain(maps).to_pylist()
+
+
+@pytest.mark.parametrize(
+    "maps",
+    [
+        [],
+        [None, {"a": "b"}],
+        [[("a", "b")]],
+        [{None: "a"}],
+        [{"a": 1}],
+        [{1: "a"}],
+        [SHARED, SHARED, {"a": 1}],
+    ],
+)
+def test_anything_unusual_is_left_to_pyarrow(maps: list[Any]) -> None:
+    assert _map_array(maps, MAP_TYPE) is None
+
+
+def test_bad_values_raise_what_pyarrow_raises() -> None:
+    batch = _batch([("acme", T0_NANOS), ("acme", T0_NANOS + 1)])
+    batch.span_attributes[1] = {"count": 3}  # type: ignore[dict-item]
+    with pytest.raises(pa.ArrowTypeError, match="Expected bytes"):
+        arrow_table(batch)
+    batch.span_attributes[1] = {None: "x"}  # type: ignore[dict-item]
+    with pytest.raises(pa.ArrowInvalid, match="null"):
+        arrow_table(batch)
+
+
+class _KeepingS3:
+    def __init__(self) -> None:
+        self.bodies: dict[str, bytes] = {}
+
+    def put_object(self, **params: Any) -> dict[str, Any]:
+        self.bodies[params["Key"]] = params["Body"]
+        return {}
+
+
+def test_each_object_holds_the_bytes_of_its_rows_encoded_alone() -> None:
+    rows = [
+        ("acme", T0_NANOS + 3),
+        ("globex", T0_NANOS + 1),
+        ("acme", T0_NANOS + HOUR_NANOS),
+        ("acme", T0_NANOS + 2),
+        ("globex", T0_NANOS + 5),
+    ]
+    batch = _batch(rows)
+    s3 = _KeepingS3()
+    writer = ArchiveWriter(s3, Settings(bucket="b"))
+    keys = writer.write(batch, RANGE)
+    writer.close()
+
+    groups = sorted(group_rows(batch).items())
+    assert len(keys) == len(groups) == 3
+    for key, (_, indices) in zip(keys, groups, strict=True):
+        assert s3.bodies[key] == encode_parquet(batch.take(indices))
+
+
+def test_one_bad_row_fails_only_its_object() -> None:
+    batch = _batch([("acme", T0_NANOS), ("globex", T0_NANOS)])
+    batch.span_attributes[1] = {"count": 3}  # type: ignore[dict-item]
+    s3 = _KeepingS3()
+    writer = ArchiveWriter(s3, Settings(bucket="b"), RetryPolicy(sleep=lambda _: 0))
+
+    with pytest.raises(SinkError, match="1 of 2 uploads"):
+        writer.write(batch, RANGE)
+    assert len(s3.bodies) == 1
+    assert all("/tenant=acme/" in f"/{key}" for key in s3.bodies)
+    writer.close()
+
+
+def _batch(rows: list[tuple[str, int]]) -> SpanBatch:
+    batch = SpanBatch()
+    for index, (tenant, start) in enumerate(rows):
+        values: dict[str, Any] = {
+            name: None for name, kind in SPAN_COLUMNS.items() if kind == "string"
+        }
+        values.update(
+            tenant=tenant,
+            trace_id=f"{index:032x}",
+            span_id=f"{index:016x}",
+            service="checkout",
+            operation="GET /cart",
+            span_name="GET /cart",
+            span_kind="SERVER",
+            start_unix_nanos=start,
+            end_unix_nanos=start + 10,
+            duration_nanos=10,
+            status_code="OK",
+            is_error=False,
+            http_status_code=200,
+            is_cold_start=False,
+            event_count=0,
+            resource_attributes=SHARED,
+            span_attributes={"i": str(index)},
+            source_shard_id=RANGE.shard_id,
+            source_sequence_number=str(100 + index),
+            source_sub_sequence_number=0,
+            arrival_unix_millis=start // 1_000_000,
+        )
+        for name, value in values.items():
+            getattr(batch, name).append(value)
+    return batch
