@@ -40,7 +40,7 @@ from spanstream.model import DeadLetter, KinesisRecord, SpanBatch
 from spanstream.pipeline import ShardProcessor, Sinks, TraceStage
 from spanstream.sinks.archive import ArchiveWriter
 from spanstream.sinks.deadletter import DeadLetterWriter
-from spanstream.sinks.dynamodb import AggregateWriter
+from spanstream.sinks.factory import make_aggregates
 
 #: Records per `ShardProcessor.process` call: one GetRecords page of the
 #: local runner.
@@ -113,11 +113,13 @@ def stage_seconds(
 
 
 def null_sinks(settings: Settings) -> Sinks:
+    """Return the production sinks (trace summaries where ``settings`` says)
+    over clients that accept every call and keep nothing."""
     s3 = NullS3()
     return Sinks(
         archive=ArchiveWriter(s3, settings),
         dead_letters=DeadLetterWriter(s3, settings),
-        aggregates=AggregateWriter(NullDynamoDB(), settings),
+        aggregates=make_aggregates(settings, s3, NullDynamoDB()),
     )
 
 

@@ -124,7 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **backend.settings_env(),
                 **settings_to_env(settings),
             }
-            run_kcl(settings, environ, kinesis, dynamodb, trace_ids, args.deadline_secs)
+            run_kcl(
+                settings,
+                environ,
+                kinesis,
+                dynamodb,
+                s3,
+                trace_ids,
+                args.deadline_secs,
+            )
         elif args.runtime == "local":
             run_local(settings, kinesis, dynamodb, s3, len(records), args.deadline_secs)
         else:
@@ -144,6 +152,7 @@ def run_kcl(
     environ: dict[str, str],
     kinesis: Any,
     dynamodb: Any,
+    s3: Any,
     trace_ids: set[str],
     deadline_secs: float,
 ) -> None:
@@ -172,7 +181,9 @@ def run_kcl(
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for_kcl(settings, kinesis, dynamodb, trace_ids, launcher, deadline_secs)
+        _wait_for_kcl(
+            settings, kinesis, dynamodb, s3, trace_ids, launcher, deadline_secs
+        )
     finally:
         if launcher.poll() is None:
             launcher.send_signal(signal.SIGTERM)
@@ -192,6 +203,7 @@ def _wait_for_kcl(
     settings: Settings,
     kinesis: Any,
     dynamodb: Any,
+    s3: Any,
     trace_ids: set[str],
     launcher: subprocess.Popen[bytes],
     deadline_secs: float,
@@ -212,7 +224,9 @@ def _wait_for_kcl(
     print(f"span stage: every shard checkpointed after {took:.1f} s", flush=True)
 
     def summarised() -> bool:
-        written = {row.trace_id for row in readers.scan_traces(dynamodb, settings)}
+        written = {
+            row.trace_id for row in readers.scan_summaries(settings, s3, dynamodb)
+        }
         return trace_ids <= written
 
     took = wait_until(
@@ -340,15 +354,21 @@ def print_summary(settings: Settings, dynamodb: Any, s3: Any) -> None:
             for key, (c, cs, w, ws) in sorted(cold.items())
         ],
     )
-    traces = readers.scan_traces(dynamodb, settings)
+    traces = readers.scan_summaries(settings, s3, dynamodb)
     late = sum(r.late_count for r in readers.scan_late(dynamodb, settings))
     archived = readers.read_archive(s3, settings).num_rows
     dead_letters = readers.count_dead_letters(s3, settings)
     print(
         f"\nS3 archive: {archived:,} spans in s3://{settings.bucket}/"
         f"{settings.archive_prefix}  |  dead letters: {dead_letters}  |  "
-        f"trace summaries: {len(traces):,}  |  late spans: {late:,}"
+        f"late spans: {late:,}"
     )
+    where = (
+        f"DynamoDB {settings.table_name('traces')}"
+        if settings.trace_summary_store == "table"
+        else f"s3://{settings.bucket}/{settings.trace_archive_prefix}"
+    )
+    print(f"trace summaries: {len(traces):,} in {where}")
 
 
 def _red_cells(stats: LatencyStats) -> tuple[str, ...]:

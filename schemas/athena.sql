@@ -65,3 +65,56 @@ TBLPROPERTIES (
   'projection.hour.digits' = '2',
   'storage.location.template' = 's3://@BUCKET@/@ARCHIVE_PREFIX@tenant=${tenant}/dt=${dt}/hour=${hour}'
 );
+
+-- The trace summary archive (spanstream.sinks.summaries, the default
+-- SPANSTREAM_TRACE_SUMMARY_STORE=archive). Replace @TRACE_ARCHIVE_PREFIX@
+-- (Settings.trace_archive_prefix, e.g. traces/). Partitions as above, by the
+-- UTC date and hour of the trace's start.
+CREATE EXTERNAL TABLE IF NOT EXISTS spanstream_trace_summaries (
+  `trace_id` string,
+  `root_service` string,
+  `root_operation` string,
+  `start_unix_nanos` bigint,
+  `end_unix_nanos` bigint,
+  `duration_nanos` bigint,
+  `span_count` bigint,
+  `error_count` bigint,
+  `cold_start_count` bigint,
+  `services` array<string>,
+  `services_omitted` bigint
+)
+PARTITIONED BY (
+  `tenant` string,
+  `dt` string,
+  `hour` int
+)
+STORED AS PARQUET
+LOCATION 's3://@BUCKET@/@TRACE_ARCHIVE_PREFIX@'
+TBLPROPERTIES (
+  'parquet.compression' = 'ZSTD',
+  'projection.enabled' = 'true',
+  'projection.tenant.type' = 'injected',
+  'projection.dt.type' = 'date',
+  'projection.dt.format' = 'yyyy-MM-dd',
+  'projection.dt.range' = '2024-01-01,NOW',
+  'projection.dt.interval' = '1',
+  'projection.dt.interval.unit' = 'DAYS',
+  'projection.hour.type' = 'integer',
+  'projection.hour.range' = '0,23',
+  'projection.hour.digits' = '2',
+  'storage.location.template' = 's3://@BUCKET@/@TRACE_ARCHIVE_PREFIX@tenant=${tenant}/dt=${dt}/hour=${hour}'
+);
+
+-- A trace re-summarised after late spans (or summarised twice around a
+-- crash) has several rows; its latest state has the most spans, then the
+-- latest end, as spanstream.sinks.summaries.latest_state chooses.
+CREATE OR REPLACE VIEW spanstream_trace_summaries_latest AS
+SELECT * FROM (
+  SELECT *, row_number() OVER (
+    PARTITION BY tenant, trace_id
+    ORDER BY span_count DESC, end_unix_nanos DESC, start_unix_nanos DESC,
+             error_count DESC, cold_start_count DESC
+  ) AS state_rank
+  FROM spanstream_trace_summaries
+)
+WHERE state_rank = 1;

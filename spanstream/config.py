@@ -18,6 +18,7 @@ ENV_PREFIX = "SPANSTREAM_"
 #: are stored in DynamoDB items (up to three in one, beside a summary's
 #: service list), which must stay below DynamoDB's 400 KB item size.
 MAX_ATTRIBUTE_VALUE_CHARS_LIMIT = 16_384
+TRACE_SUMMARY_STORES = ("archive", "table")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class Settings:
     bucket: str = "spanstream-archive"
     table_prefix: str = "spanstream-"
     archive_prefix: str = "archive/"
+    #: Where trace summaries go: ``archive`` (Parquet on S3 under
+    #: ``trace_archive_prefix``, a few objects a flush) or ``table`` (one
+    #: DynamoDB item a trace: look-ups by id in one GetItem, for about one
+    #: write unit a trace). See docs/data-model.md.
+    trace_summary_store: str = "archive"
+    trace_archive_prefix: str = "traces/"
     dead_letter_prefix: str = "dead-letters/"
     region: str = "us-east-1"
     #: One endpoint for every AWS service (LocalStack style); empty means AWS.
@@ -124,6 +131,20 @@ class Settings:
             raise ConfigError(
                 f"{ENV_PREFIX}TRACE_RETENTION_SECS must be >= TRACE_IDLE_SECS, "
                 f"got {self.trace_retention_secs!r}"
+            )
+        if self.trace_summary_store not in TRACE_SUMMARY_STORES:
+            raise ConfigError(
+                f"{ENV_PREFIX}TRACE_SUMMARY_STORE must be one of "
+                f"{', '.join(TRACE_SUMMARY_STORES)}, got {self.trace_summary_store!r}"
+            )
+        prefixes = {self.archive_prefix, self.trace_archive_prefix}
+        if len(prefixes) < 2 or any(
+            a != b and a.startswith(b) for a in prefixes for b in prefixes
+        ):
+            raise ConfigError(
+                f"{ENV_PREFIX}TRACE_ARCHIVE_PREFIX and {ENV_PREFIX}ARCHIVE_PREFIX "
+                "must not contain each other, got "
+                f"{self.trace_archive_prefix!r} and {self.archive_prefix!r}"
             )
         for name in ("stream_name", "bucket", "tenant_attribute", "default_tenant"):
             if not getattr(self, name):

@@ -32,6 +32,7 @@ from spanstream.sinks import items
 from spanstream.sinks.archive import ARCHIVE_SCHEMA
 from spanstream.sinks.deadletter import list_dead_letters
 from spanstream.sinks.keys import encode_component, join_key
+from spanstream.sinks.summaries import latest_state, summaries_of
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,64 @@ def query_traces_by_service(
     return [items.trace_summary(item) for item in found]
 
 
+def scan_trace_archive(
+    s3_client: Any, settings: Settings, tenant: str | None = None
+) -> list[TraceSummary]:
+    """Return the latest state of every trace in the trace archive.
+
+    Reads every object (of ``tenant``'s partition when given), keeps one
+    summary per trace by `spanstream.sinks.summaries.latest_state` and
+    returns them sorted by tenant, start and trace id. For tests and small
+    demos; at scale the archive is queried with Athena (schemas/athena.sql).
+    """
+    prefix = settings.trace_archive_prefix
+    if tenant is not None:
+        prefix += f"tenant={encode_component(tenant)}/"
+    found: list[TraceSummary] = []
+    for table in _parquet_objects(s3_client, settings.bucket, prefix):
+        found.extend(summaries_of(table))
+    return latest_state(found)
+
+
+def scan_summaries(
+    settings: Settings, s3_client: Any, dynamodb_client: Any
+) -> list[TraceSummary]:
+    """Return every trace summary from the store ``settings`` writes them to."""
+    if settings.trace_summary_store == "table":
+        return scan_traces(dynamodb_client, settings)
+    return scan_trace_archive(s3_client, settings)
+
+
+def find_trace(
+    settings: Settings,
+    s3_client: Any,
+    dynamodb_client: Any,
+    tenant: str,
+    trace_id: str,
+) -> TraceSummary | None:
+    """Return one trace's summary from the configured store, or None.
+
+    On the table this is one GetItem; on the archive it reads the tenant's
+    whole partition (a test and demo convenience: use Athena at scale).
+    """
+    if settings.trace_summary_store == "table":
+        return read_trace(dynamodb_client, settings, tenant, trace_id)
+    for summary in scan_trace_archive(s3_client, settings, tenant):
+        if summary.trace_id == trace_id:
+            return summary
+    return None
+
+
+def _parquet_objects(s3_client: Any, bucket: str, prefix: str) -> Iterator[pa.Table]:
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", ()):
+            if not entry["Key"].endswith(".parquet"):
+                continue
+            body = s3_client.get_object(Bucket=bucket, Key=entry["Key"])
+            yield pq.read_table(io.BytesIO(body["Body"].read()))
+
+
 def read_archive(s3_client: Any, settings: Settings, prefix: str = "") -> pa.Table:
     """Return every archive object under ``archive_prefix + prefix`` as one table.
 
@@ -284,16 +343,9 @@ def read_archive(s3_client: Any, settings: Settings, prefix: str = "") -> pa.Tab
     (partition values are in the keys, not added as columns).
     """
     tables = [ARCHIVE_SCHEMA.empty_table()]
-    paginator = s3_client.get_paginator("list_objects_v2")
-    pages = paginator.paginate(
-        Bucket=settings.bucket, Prefix=settings.archive_prefix + prefix
+    tables.extend(
+        _parquet_objects(s3_client, settings.bucket, settings.archive_prefix + prefix)
     )
-    for page in pages:
-        for entry in page.get("Contents", ()):
-            if not entry["Key"].endswith(".parquet"):
-                continue
-            body = s3_client.get_object(Bucket=settings.bucket, Key=entry["Key"])
-            tables.append(pq.read_table(io.BytesIO(body["Body"].read())))
     return pa.concat_tables(tables)
 
 

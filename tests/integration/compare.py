@@ -90,9 +90,13 @@ def cold_start_problems(
     return problems
 
 
-def trace_problems(dynamodb: Any, settings: Settings, expected: Expected) -> list[str]:
+def trace_problems(
+    dynamodb: Any, s3: Any, settings: Settings, expected: Expected
+) -> list[str]:
+    """Compare the summaries in the store ``settings`` names with ``expected``."""
     summaries = {
-        (s.tenant, s.trace_id): s for s in readers.scan_traces(dynamodb, settings)
+        (s.tenant, s.trace_id): s
+        for s in readers.scan_summaries(settings, s3, dynamodb)
     }
     problems = _key_problems("trace summaries", set(expected.traces), set(summaries))
     for key in sorted(set(expected.traces) & set(summaries)):
@@ -182,5 +186,5 @@ def pipeline_problems(
     want = expected(truth, settings.window_secs)
     problems = span_stage_problems(dynamodb, s3, settings, truth)
     problems += edge_problems(dynamodb, settings, want)
-    problems += trace_problems(dynamodb, settings, want)
+    problems += trace_problems(dynamodb, s3, settings, want)
     return problems

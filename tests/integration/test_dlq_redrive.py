@@ -138,7 +138,7 @@ def test_a_record_dead_lettered_by_a_limit_is_counted_once_after_redrive(
     assert span_counts(dynamodb, fixed) == 6
     archived = readers.read_archive(s3, fixed).column("span_id").to_pylist()
     assert len(archived) == len(set(archived)) == 6
-    trace = readers.read_trace(dynamodb, fixed, fixed.default_tenant, "b1" * 16)
+    trace = readers.find_trace(fixed, s3, dynamodb, fixed.default_tenant, "b1" * 16)
     assert trace is not None and trace.span_count == 5
     assert trace.root_service == SERVICE
     # AND the dead letter moved below redriven/, and nothing printed a payload

@@ -525,10 +525,12 @@ def test_hostile_names_stay_in_their_tenant(
     problems += red_problems(dynamodb, settings, want)
     problems += edge_problems(dynamodb, settings, want)
     problems += cold_start_problems(dynamodb, settings, want)
-    problems += trace_problems(dynamodb, settings, want)
+    problems += trace_problems(dynamodb, s3, settings, want)
     assert not problems, report(problems)
     # Tenants that reused another's ids got summaries of their own.
-    summaries = Counter(s.trace_id for s in readers.scan_traces(dynamodb, settings))
+    summaries = Counter(
+        s.trace_id for s in readers.scan_summaries(settings, s3, dynamodb)
+    )
     assert max(summaries.values()) == 3  # acme, ../acme and acme#frontend
     assert readers.count_dead_letters(s3, settings) == POISON_COUNT
     # The traffic had what the checks above need, or they prove little.

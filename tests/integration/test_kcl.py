@@ -212,7 +212,7 @@ def test_two_workers_share_four_shards_and_count_every_span_once(
 
     def traces_complete() -> bool:
         nonlocal problems
-        problems = trace_problems(dynamodb, settings, want)
+        problems = trace_problems(dynamodb, s3, settings, want)
         problems += edge_problems(dynamodb, settings, want)
         return not problems
 

@@ -165,7 +165,7 @@ def test_huge_names_are_cut_and_the_shard_flushes(
     assert edge.key[:4] == (tenant, service, cut("p" * HUGE_CHARS), "peer")
     [cold_start] = readers.scan_cold_starts(dynamodb, settings)
     assert cold_start.key[:2] == (tenant, cut("f" * HUGE_CHARS))
-    summaries = {s.tenant: s for s in readers.scan_traces(dynamodb, settings)}
+    summaries = {s.tenant: s for s in readers.scan_summaries(settings, s3, dynamodb)}
     assert (summaries[tenant].root_service, summaries[tenant].services) == (
         service,
         [service],
