@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
+from typing import Any
 
-from spanstream.aggregate.edges import collect_edges
+from spanstream.aggregate.edges import EdgeCalls
 from spanstream.aggregate.tracestate import (
     CLIENT,
+    FLAGS_OFFSET,
     HAS_PARENT,
     IS_COLD_START,
     IS_ERROR,
@@ -32,7 +36,7 @@ from spanstream.aggregate.tracestate import (
     ROW,
     VIRTUAL_SHIFT,
     TraceState,
-    span_key,
+    span_keys,
     virtual_node,
 )
 from spanstream.aggregate.types import EdgeKey, LatencyStats, TraceSummary
@@ -43,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 _TraceId = tuple[str, str]  # (tenant, trace_id)
 _CALLER_KINDS = frozenset((CLIENT, PRODUCER))
+_ERROR_BITS = bytes(int(bool(byte & IS_ERROR)) for byte in range(256))
+_COLD_START_BITS = bytes(int(bool(byte & IS_COLD_START)) for byte in range(256))
+#: Stands in for a root's missing parent id: its key is 0, as a root's is.
+_ROOT_PARENT_ID = "0" * 16
 #: What the service names of one summary may take, in DynamoDB's measure
 #: (UTF-8 bytes plus one a list element). Its other names (tenant, root
 #: service and operation) are at most
@@ -95,72 +103,72 @@ class TraceAssembler:
         the types `SpanBatch` declares.
         """
         now = self._clock()
-        touched: dict[_TraceId, TraceState] = {}
-        pack = ROW.pack
-        intern = sys.intern
-        kind_index = KIND_INDEX.get
-        for (
-            tenant,
-            trace_id,
-            span_id,
-            parent_span_id,
-            service,
-            operation,
-            kind,
-            start_nanos,
-            end_nanos,
-            duration_nanos,
-            is_error,
-            is_cold,
-            db_system,
-            messaging_system,
-            peer_service,
-        ) in zip(
-            batch.tenant,
-            batch.trace_id,
-            batch.span_id,
-            batch.parent_span_id,
-            batch.service,
-            batch.operation,
-            batch.span_kind,
-            batch.start_unix_nanos,
-            batch.end_unix_nanos,
-            batch.duration_nanos,
-            batch.is_error,
-            batch.is_cold_start,
-            batch.db_system,
-            batch.messaging_system,
-            batch.peer_service,
-            strict=True,
-        ):
-            trace_key = (tenant, trace_id)
-            trace = touched.get(trace_key)
-            if trace is None:
-                trace = touched[trace_key] = self._open(trace_key)
-            key = span_key(span_id)
-            flags = kind_index(kind, 0)
-            virtual_name = None
-            if flags in _CALLER_KINDS:
-                virtual_name, virtual_type = virtual_node(
-                    db_system, messaging_system, peer_service
-                )
-                flags |= virtual_type << VIRTUAL_SHIFT
-            if is_error:
-                flags |= IS_ERROR
-            if is_cold:
-                flags |= IS_COLD_START
-            if parent_span_id:
-                flags |= HAS_PARENT
-                parent_key = span_key(parent_span_id)
-            else:
-                parent_key = 0
-            service_name = intern(service)
-            trace.rows += pack(key, parent_key, end_nanos, duration_nanos, flags)
-            trace.services.append(service_name)
-            trace.virtual_names.append(virtual_name)
-            trace.note_span(
-                key, not parent_span_id, service_name, operation, start_nanos, end_nanos
+        _check_lengths(batch)
+        # Column by column, then trace by trace: every per-span step is one
+        # C-level pass over a column (keys, flags, packed rows), and each
+        # trace takes its rows, in batch order, with one itemgetter.
+        parent_ids = batch.parent_span_id
+        keys = span_keys(batch.span_id)
+        parent_keys = span_keys([parent or _ROOT_PARENT_ID for parent in parent_ids])
+        kinds = list(map(KIND_INDEX.get, batch.span_kind, repeat(0)))
+        flags = [
+            kind
+            | (IS_ERROR if is_error else 0)
+            | (IS_COLD_START if is_cold else 0)
+            | (HAS_PARENT if parent else 0)
+            for kind, is_error, is_cold, parent in zip(
+                kinds, batch.is_error, batch.is_cold_start, parent_ids, strict=True
             )
+        ]
+        virtual_names: list[str | None] = [None] * len(kinds)
+        for index, kind in enumerate(kinds):
+            if kind in _CALLER_KINDS:
+                virtual_name, virtual_type = virtual_node(
+                    batch.db_system[index],
+                    batch.messaging_system[index],
+                    batch.peer_service[index],
+                )
+                virtual_names[index] = virtual_name
+                flags[index] |= virtual_type << VIRTUAL_SHIFT
+        services = list(map(sys.intern, batch.service))
+        rows = list(
+            map(
+                ROW.pack,
+                keys,
+                parent_keys,
+                batch.end_unix_nanos,
+                batch.duration_nanos,
+                flags,
+            )
+        )
+        starts = batch.start_unix_nanos
+        ends = batch.end_unix_nanos
+        indices_by_trace: defaultdict[_TraceId, list[int]] = defaultdict(list)
+        for index, trace_key in enumerate(
+            zip(batch.tenant, batch.trace_id, strict=True)
+        ):
+            indices_by_trace[trace_key].append(index)
+        touched: dict[_TraceId, TraceState] = {}
+        for trace_key, indices in indices_by_trace.items():
+            trace = touched[trace_key] = self._open(trace_key)
+            if len(indices) == 1:
+                (index,) = indices
+                trace.rows += rows[index]
+                trace.services.append(services[index])
+                trace.virtual_names.append(virtual_names[index])
+                trace.note_times(starts[index], ends[index])
+                continue
+            take = itemgetter(*indices)
+            trace.rows += b"".join(take(rows))
+            trace.services.extend(take(services))
+            trace.virtual_names.extend(take(virtual_names))
+            trace.note_times(min(take(starts)), max(take(ends)))
+        operations = batch.operation
+        for index, parent in enumerate(parent_ids):
+            if not parent:
+                touched[batch.tenant[index], batch.trace_id[index]].note_root(
+                    keys[index], services[index], operations[index], starts[index]
+                )
         for trace_key, trace in touched.items():
             trace.last_seen = now
             self._pending.move_to_end(trace_key)
@@ -189,14 +197,16 @@ class TraceAssembler:
                 break
             del self._retained[trace_key]
         output = TraceOutput()
+        calls = EdgeCalls()
         while self._pending:
             trace_key, trace = next(iter(self._pending.items()))
             if now - trace.last_seen < self._idle_secs:
                 break
             del self._pending[trace_key]
-            self._summarise(trace, output)
+            self._summarise(trace, output, calls)
             if now - trace.last_seen < self._retention_secs:
                 self._retained[trace_key] = trace
+        calls.fold_into(output.edges)
         self._log_poll(output)
         return output
 
@@ -206,19 +216,23 @@ class TraceAssembler:
         Returns summaries and edges as `poll` does; the traces are retained.
         """
         output = TraceOutput()
+        calls = EdgeCalls()
         for trace_key, trace in self._pending.items():
-            self._summarise(trace, output)
+            self._summarise(trace, output, calls)
             self._retained[trace_key] = trace
         self._pending.clear()
+        calls.fold_into(output.edges)
         self._log_poll(output)
         return output
 
-    def _summarise(self, trace: TraceState, output: TraceOutput) -> None:
+    def _summarise(
+        self, trace: TraceState, output: TraceOutput, calls: EdgeCalls
+    ) -> None:
         was_summarised = trace.was_summarised
         if trace.deduplicate() == 0 and was_summarised:
             trace.compact()
             return
-        collect_edges(trace, self._window_secs, output.edges)
+        calls.collect(trace, list(trace.iter_rows()), self._window_secs)
         output.summaries.append(_summary_of(trace))
         trace.compact()
 
@@ -230,6 +244,31 @@ class TraceAssembler:
             len(self._pending),
             len(self._retained),
         )
+
+
+def _check_lengths(batch: SpanBatch) -> None:
+    """Raise ValueError unless the columns `TraceAssembler.add` reads are as
+    long as each other, before any trace is touched."""
+    columns: tuple[list[Any], ...] = (
+        batch.tenant,
+        batch.trace_id,
+        batch.span_id,
+        batch.parent_span_id,
+        batch.service,
+        batch.operation,
+        batch.span_kind,
+        batch.start_unix_nanos,
+        batch.end_unix_nanos,
+        batch.duration_nanos,
+        batch.is_error,
+        batch.is_cold_start,
+        batch.db_system,
+        batch.messaging_system,
+        batch.peer_service,
+    )
+    lengths = [len(column) for column in columns]
+    if len(set(lengths)) > 1:
+        raise ValueError(f"SpanBatch columns differ in length: {lengths}")
 
 
 def bounded_services(services: Iterable[str]) -> tuple[list[str], int]:
@@ -247,11 +286,11 @@ def bounded_services(services: Iterable[str]) -> tuple[list[str], int]:
 
 
 def _summary_of(trace: TraceState) -> TraceSummary:
-    errors = 0
-    cold_starts = 0
-    for _, _, _, _, flags in trace.iter_rows():
-        errors += bool(flags & IS_ERROR)
-        cold_starts += bool(flags & IS_COLD_START)
+    # Both bits are in the low byte of each row's flags: count them with two
+    # C-level passes over those bytes.
+    low_flags = bytes(trace.rows[FLAGS_OFFSET :: ROW.size])
+    errors = low_flags.translate(_ERROR_BITS).count(1)
+    cold_starts = low_flags.translate(_COLD_START_BITS).count(1)
     services, services_omitted = bounded_services(trace.services)
     if services_omitted:
         logger.debug(
