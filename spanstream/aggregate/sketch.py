@@ -36,6 +36,11 @@ _LEGACY_HEADER = struct.Struct("<BQI")
 _FORMAT_VERSION = 2  # varints: version, zero count, bucket count, keys, counts
 
 
+def sketch_value(key: int) -> float:
+    """Return the value `LatencySketch.quantile` reports for bucket ``key``."""
+    return float(_MAPPING.value(key))
+
+
 def bucket_key(value: float) -> int:
     """Return the bucket of ``value`` (>= 1), the same key ddsketch computes."""
     return math.ceil(math.log(value) / _LN2 * _MULTIPLIER)

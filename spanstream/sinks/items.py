@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from spanstream.aggregate.sketch import LatencySketch
+from spanstream.aggregate.sketch import LatencySketch, sketch_value
 from spanstream.aggregate.types import (
     ColdStartKey,
     ColdStartStats,
@@ -217,11 +217,38 @@ def latency_attributes(stats: LatencyStats) -> Item:
         attributes["duration_min_nanos"] = n(stats.duration_min_nanos)
     if stats.duration_max_nanos is not None:
         attributes["duration_max_nanos"] = n(stats.duration_max_nanos)
-    for name, q in QUANTILES.items():
-        value = stats.sketch.quantile(q)
+    for name, value in zip(QUANTILES, _quantiles(stats.sketch), strict=True):
         if value is not None:
             attributes[name] = n(round(value))
     return attributes
+
+
+def _quantiles(sketch: LatencySketch) -> list[float | None]:
+    """Return ``sketch.quantile(q)`` for each of `QUANTILES`, in one pass.
+
+    The same walk as `LatencySketch.quantile`, sorting the buckets once
+    instead of once a quantile (QUANTILES are in increasing order).
+    """
+    total = sketch.count
+    if total == 0:
+        return [None] * len(QUANTILES)
+    ranks = [q * (total - 1) for q in QUANTILES.values()]
+    values: list[float | None] = []
+    seen = sketch.zero_count
+    bins = sketch.bins
+    keys = iter(sorted(bins))
+    key = None
+    for rank in ranks:
+        while seen <= rank:
+            key = next(keys, None)
+            if key is None:
+                break
+            seen += bins[key]
+        if seen > rank:
+            values.append(0.0 if key is None else sketch_value(key))
+        else:
+            values.append(sketch_value(max(bins)))
+    return values
 
 
 def latency_stats(item: Mapping[str, Any]) -> LatencyStats:

@@ -20,6 +20,7 @@ the keys of ordinary tenants readable (``tenant=acme``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -41,6 +42,11 @@ _BYTE_FORMS = tuple(
     chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in range(256)
 )
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
+#: Names repeat from flush to flush (tenants, services, operations), so
+#: their encodings are remembered: at most this many, each of a name of at
+#: most `CACHED_NAME_CHARS` characters, which bounds the cache's memory.
+ENCODING_CACHE_SIZE = 4_096
+CACHED_NAME_CHARS = 256
 
 
 def encode_component(name: str) -> str:
@@ -49,6 +55,12 @@ def encode_component(name: str) -> str:
     The result is at most `MAX_COMPONENT_CHARS` characters; distinct names
     give distinct components (up to a SHA-256 collision for capped names).
     """
+    if len(name) <= CACHED_NAME_CHARS:
+        return _cached_encoding(name)
+    return _encoding(name)
+
+
+def _encoding(name: str) -> str:
     if _PLAIN.fullmatch(name) and len(name) <= MAX_COMPONENT_CHARS:
         return name
     if not name:
@@ -59,6 +71,9 @@ def encode_component(name: str) -> str:
     if len(encoded) <= MAX_COMPONENT_CHARS:
         return encoded
     return _capped(name, encoded)
+
+
+_cached_encoding = functools.lru_cache(maxsize=ENCODING_CACHE_SIZE)(_encoding)
 
 
 def _capped(name: str, encoded: str) -> str:
