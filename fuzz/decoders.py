@@ -11,7 +11,9 @@ decoder. The invariants are the unit test's:
 * the input yields spans, or dead letters (stage ``decode`` or ``limit``, a
   reason, the record's own location, and its bytes or, for a KPL user record,
   that user record's), never nothing;
-* both decoders give the same rows, dead letters and counts;
+* both decoders give the same rows, dead letters and counts (the compiled
+  one reads OTLP protobuf and most OTLP/JSON itself, and hands the rest to
+  the Python path);
 * the rows fit the archive's schema (types and ranges).
 
 libFuzzer's ``-timeout`` and ``-rss_limit_mb`` turn a hang or unbounded memory
@@ -33,6 +35,11 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder, native
@@ -180,16 +187,44 @@ def odd_typed_request() -> bytes:
     return request.SerializeToString()
 
 
+def odd_json_request() -> bytes:
+    """Return `odd_typed_request` as OTLP/JSON with snake_case names, enum
+    numbers and int64 as numbers: JSON that the compiled decoder reads
+    itself, a byte or two away from JSON it hands to the Python path."""
+    request = ExportTraceServiceRequest.FromString(odd_typed_request())
+    document = json_format.MessageToDict(
+        request, preserving_proto_field_name=True, use_integers_for_enums=True
+    )
+    document["resourceSpans"] = document.pop("resource_spans")
+    for resource_spans in document["resourceSpans"]:
+        resource_spans["scopeSpans"] = resource_spans.pop("scope_spans")
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for name, hex_name in _JSON_ID_NAMES:
+                    if name in span:
+                        span[hex_name] = base64.b64decode(span.pop(name)).hex()
+                span["start_time_unix_nano"] = int(span["start_time_unix_nano"])
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+_JSON_ID_NAMES = (
+    ("trace_id", "traceId"),
+    ("span_id", "spanId"),
+    ("parent_span_id", "parentSpanId"),
+)
+
+
 def seed_inputs() -> list[bytes]:
     """Return the seed corpus: valid records of every form, poison records,
-    odd attribute types and the record data of the sample Lambda events in
-    tests/data."""
+    odd attribute types (protobuf and JSON) and the record data of the
+    sample Lambda events in tests/data."""
     seeds = [
         record.data
         for form in Form
         for record in encode_records(_TRACES, form, seed=3, batch_spans=16)[:3]
     ]
     seeds.append(odd_typed_request())
+    seeds.append(odd_json_request())
     seeds += [poison.data for poison in poison_records(16, seed=5)]
     for path in sorted(SAMPLE_EVENTS.glob("*.json")):
         event = json.loads(path.read_text(encoding="utf-8"))

@@ -1,9 +1,12 @@
-//! `spanstream_native`: OTLP protobuf payloads to `SpanBatch` rows, compiled.
+//! `spanstream_native`: OTLP protobuf and OTLP/JSON payloads to `SpanBatch`
+//! rows, compiled.
 //!
 //! The Python path (`RecordDecoder` with `SpanExtractor`) is the reference;
 //! this module must append exactly the rows and count exactly the stats it
 //! would, and accept exactly the payloads upb accepts. `wire` decodes the
-//! protobuf without copying; `extract` turns spans into rows.
+//! protobuf without copying; `extract` turns spans into rows. `json` writes
+//! an OTLP/JSON document as the protobuf request `ParseDict` would build, or
+//! declines it, and the Python path decides.
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -11,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 mod extract;
+mod json;
 mod operation;
 mod render;
 mod wire;
@@ -49,6 +53,13 @@ impl Traces {
     #[getter]
     fn span_count(&self) -> usize {
         self.span_count
+    }
+
+    /// The request's protobuf bytes (for an OTLP/JSON payload, the request
+    /// `parse_otlp_json` wrote), so tests can compare it with upb's parse.
+    #[getter]
+    fn request_bytes(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.payload.clone_ref(py)
     }
 
     /// Append every valid span to `columns` (the `SpanBatch` lists in
@@ -131,6 +142,26 @@ fn parse(payload: Bound<'_, PyBytes>) -> PyResult<Traces> {
     })
 }
 
+/// Decode an OTLP/JSON `payload` when this module is sure of the result.
+///
+/// Returns `Traces` holding the `ExportTraceServiceRequest` the Python path
+/// (`json.loads`, hex ids, `json_format.ParseDict`) would build from the
+/// document, or None when the document holds anything `json` does not handle
+/// with certainty (see its module doc), including everything the Python path
+/// refuses. Never raises for bad input and never appends anything: the
+/// caller hands a declined payload to the Python path, which decides.
+#[pyfunction]
+fn parse_otlp_json(py: Python<'_>, payload: &[u8]) -> Option<Traces> {
+    let request = json::transcode(payload).ok()?;
+    // The request is ours, so this only counts its spans; a failure would be
+    // a bug here, and the Python path is then the safe answer.
+    let (_, span_count) = wire::validate(&request).ok()?;
+    Some(Traces {
+        payload: PyBytes::new(py, &request).unbind(),
+        span_count,
+    })
+}
+
 /// Parse `payload` and append its spans to `columns` in one call.
 ///
 /// Raises `ProtobufPayloadError` as `parse` does, and `SpanLimitError` when
@@ -181,6 +212,7 @@ fn spanstream_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Traces>()?;
     module.add_function(wrap_pyfunction!(parse, module)?)?;
     module.add_function(wrap_pyfunction!(extract_into, module)?)?;
+    module.add_function(wrap_pyfunction!(parse_otlp_json, module)?)?;
     module.add(
         "ProtobufPayloadError",
         py.get_type::<ProtobufPayloadError>(),

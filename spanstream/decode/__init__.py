@@ -69,9 +69,11 @@ class RecordDecoder:
     """Decodes records into a `SpanBatch`, collecting dead letters.
 
     One decoder is used by one consumer at a time; it keeps only counters.
-    OTLP protobuf payloads go through the compiled extension when
-    `spanstream.decode.native.use_native` says so (``decoder`` overrides
-    ``SPANSTREAM_DECODER``); it raises `ConfigError` for a bad choice.
+    OTLP protobuf and OTLP/JSON payloads go through the compiled extension
+    when `spanstream.decode.native.use_native` says so (``decoder`` overrides
+    ``SPANSTREAM_DECODER``); it raises `ConfigError` for a bad choice. Any
+    payload the extension refuses or declines is parsed by the Python path,
+    which has the last word.
     """
 
     def __init__(self, settings: Settings, decoder: str | None = None) -> None:
@@ -180,6 +182,12 @@ class RecordDecoder:
             return None
 
     def _parse_json(self, payload: bytes, ref: RecordRef) -> tuple[Any, str]:
+        if self._use_native:
+            # None: the extension is not sure of this document (Zipkin JSON
+            # included); the Python path below accepts or refuses it.
+            traces = native.parse_otlp_json(payload)
+            if traces is not None:
+                return traces, "otlp-json"
         try:
             document = json.loads(payload)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -191,7 +199,15 @@ class RecordDecoder:
                 return parse_otlp_json(document), "otlp-json"
             if is_zipkin_json(document):
                 return parse_zipkin_json(document), "zipkin-json"
-        except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
+        except (
+            json_format.ParseError,
+            TypeError,
+            ValueError,
+            RecursionError,
+            # float() of a JSON integer past the double range (a doubleValue
+            # of 400 digits) raises this, and ParseDict lets it through.
+            OverflowError,
+        ) as exc:
             raise DecodeError(
                 ref, f"JSON spans do not fit their schema: {exc}"
             ) from exc

@@ -1,9 +1,14 @@
-"""The compiled fast path for OTLP protobuf payloads, when it is installed.
+"""The compiled fast path for OTLP payloads, when it is installed.
 
 `spanstream_native` (built from ``native/``) decodes an
 ``ExportTraceServiceRequest`` and appends enriched rows straight to a
 `SpanBatch`'s column lists. It must produce exactly what `SpanExtractor` does;
 the Python path stays the reference, and the tests compare the two.
+
+OTLP/JSON goes the same way: the extension writes the document as the
+protobuf request ``json_format.ParseDict`` would build and extracts that. It
+handles the common shape of a document only and declines anything else
+(`parse_otlp_json` returns None), which the Python path then decides.
 
 ``SPANSTREAM_DECODER`` chooses: ``auto`` (the default) uses the extension if
 it imports, ``python`` never does, ``native`` requires it.
@@ -40,7 +45,7 @@ def is_available() -> bool:
 def use_native(
     decoder: str | None = None, environ: Mapping[str, str] | None = None
 ) -> bool:
-    """Return whether protobuf payloads go through the extension.
+    """Return whether OTLP payloads (protobuf and JSON) go through the extension.
 
     ``decoder`` overrides ``SPANSTREAM_DECODER`` from ``environ`` (default
     ``os.environ``). Raises `ConfigError` for a value other than ``auto``,
@@ -71,6 +76,16 @@ def parse_protobuf(payload: bytes) -> Any:
         return spanstream_native.parse(payload)
     except spanstream_native.ProtobufPayloadError:
         return None
+
+
+def parse_otlp_json(payload: bytes) -> Any:
+    """Return the OTLP/JSON ``payload`` decoded, or None if the extension declines.
+
+    None means "not handled here", never "invalid": the caller then parses
+    the payload with the Python path, which accepts it (with the same rows)
+    or refuses it. Nothing is appended anywhere either way.
+    """
+    return spanstream_native.parse_otlp_json(payload)
 
 
 def is_native_traces(pb_traces: Any) -> bool:
