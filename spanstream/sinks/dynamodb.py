@@ -35,6 +35,7 @@ from spanstream.aggregate.types import (
     ColdStartStats,
     FlushRange,
     LatencyStats,
+    RedKey,
     TraceSummary,
 )
 from spanstream.config import Settings
@@ -116,13 +117,31 @@ def _merge_in_place(state: Any, value: Any) -> Any:
     return state
 
 
+def _merge_series(
+    state: dict[RedKey, LatencyStats], value: dict[RedKey, LatencyStats]
+) -> dict[RedKey, LatencyStats]:
+    for key, stats in value.items():
+        held = state.get(key)
+        if held is None:
+            held = state[key] = LatencyStats()
+        held.merge(stats)
+    return state
+
+
+def _encode_series(state: dict[RedKey, LatencyStats]) -> Item:
+    items.bound_series(state)
+    return items.series_attribute(state)
+
+
+# One item per service and window holds all its RED series: DynamoDB bills
+# a put by the kilobyte, with one at least, and a series takes about half.
 _METRICS = _Layout(
     items.METRICS,
     items.metric_key,
     items.metric_identity,
-    lambda item: items.latency_stats(item) if item else LatencyStats(),
-    items.latency_attributes,
-    _merge_in_place,
+    items.metric_series,
+    _encode_series,
+    _merge_series,
 )
 _EDGES = _Layout(
     items.EDGES,
@@ -253,7 +272,7 @@ class AggregateWriter:
                 entry.contributions.append((flush_range, value))
 
         for delta in deltas:
-            add(_METRICS, delta.metrics, delta.flush_range)
+            add(_METRICS, _by_group(delta.metrics), delta.flush_range)
             add(_EDGES, delta.edges, delta.flush_range)
             add(_COLD_STARTS, delta.cold_starts, delta.flush_range)
             add(_LATE, delta.late, delta.flush_range)
@@ -452,6 +471,19 @@ class AggregateWriter:
             if request:
                 backoff.wait(f"{len(request.get(table_name, []))} items unprocessed")
         return stats
+
+
+def _by_group(
+    metrics: dict[RedKey, LatencyStats],
+) -> dict[items.MetricGroup, dict[RedKey, LatencyStats]]:
+    groups: dict[items.MetricGroup, dict[RedKey, LatencyStats]] = {}
+    for key, stats in metrics.items():
+        group = items.metric_group(key)
+        series = groups.get(group)
+        if series is None:
+            series = groups[group] = {}
+        series[key] = stats
+    return groups
 
 
 def _gather(futures: list[Future[WriteStats]], what: str) -> WriteStats:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from spanstream.aggregate.sketch import LatencySketch, sketch_value
 from spanstream.aggregate.types import (
@@ -37,6 +37,17 @@ COLDSTARTS = "coldstarts"
 TRACES = "traces"
 TRACES_BY_SERVICE_INDEX = "by_service"
 LATE_MARKER = "__late__"
+#: Second sort key component of the item holding a service's RED series of
+#: one window (a late counter's is `LATE_MARKER`).
+SERIES_MARKER = "__series__"
+#: Operation of the series that takes the spans of series an item had no
+#: room for (see `bound_series`).
+ITEM_OVERFLOW = "__overflow__"
+#: What the ``series`` map of one metrics item may take, in DynamoDB's
+#: measure. The rest of the item (tenant and service names of at most
+#: `spanstream.config.MAX_ATTRIBUTE_VALUE_CHARS_LIMIT` characters, keys,
+#: ``hwm``) stays below 160 KB, so the item stays below DynamoDB's 400 KB.
+MAX_SERIES_MAP_BYTES = 240 * 1024
 UNKNOWN_SERVICE = "unknown"
 QUANTILES = {"p50_nanos": 0.5, "p90_nanos": 0.9, "p99_nanos": 0.99}
 _WINDOW_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -81,11 +92,22 @@ def describe_key(table_name: str, key: Mapping[str, Any]) -> str:
 # Keys -------------------------------------------------------------------------
 
 
-def metric_key(key: RedKey) -> Item:
-    sort_names = join_key(key.operation, key.span_kind, key.status_class)
+class MetricGroup(NamedTuple):
+    """The RED series of one service in one window: one metrics item."""
+
+    tenant: str
+    service: str
+    window_start_secs: int
+
+
+def metric_group(key: RedKey) -> MetricGroup:
+    return MetricGroup(key.tenant, key.service, key.window_start_secs)
+
+
+def metric_key(group: MetricGroup) -> Item:
     return {
-        "pk": s(join_key(key.tenant, key.service)),
-        "sk": s(f"{window_label(key.window_start_secs)}{SEPARATOR}{sort_names}"),
+        "pk": s(join_key(group.tenant, group.service)),
+        "sk": s(f"{window_label(group.window_start_secs)}{SEPARATOR}{SERIES_MARKER}"),
     }
 
 
@@ -98,7 +120,7 @@ def late_key(key: LateKey) -> Item:
 
 
 def is_late_item(item: Mapping[str, Any]) -> bool:
-    return str(item["sk"]["S"]).count(SEPARATOR) == 1
+    return str(item["sk"]["S"]).endswith(SEPARATOR + LATE_MARKER)
 
 
 def edge_key(key: EdgeKey) -> Item:
@@ -128,26 +150,140 @@ def service_key(tenant: str, service: str) -> str:
 # Identity attributes: the raw names, which the readers return ---------------
 
 
-def metric_identity(key: RedKey) -> Item:
+def metric_identity(group: MetricGroup) -> Item:
     return {
-        "tenant": s(key.tenant),
-        "service": s(key.service),
-        "operation": s(key.operation),
-        "span_kind": s(key.span_kind),
-        "status_class": s(key.status_class),
-        "window_start_secs": n(key.window_start_secs),
+        "tenant": s(group.tenant),
+        "service": s(group.service),
+        "window_start_secs": n(group.window_start_secs),
     }
 
 
-def metric_series(item: Mapping[str, Any]) -> RedKey:
-    return RedKey(
+def metric_group_of(item: Mapping[str, Any]) -> MetricGroup:
+    return MetricGroup(
         tenant=item["tenant"]["S"],
         service=item["service"]["S"],
-        operation=item["operation"]["S"],
-        span_kind=item["span_kind"]["S"],
-        status_class=item["status_class"]["S"],
         window_start_secs=get_int(item, "window_start_secs"),
     )
+
+
+def series_name(key: RedKey) -> str:
+    """Return the name of ``key``'s entry in its item's ``series`` map."""
+    return join_key(key.operation, key.span_kind, key.status_class)
+
+
+def series_attribute(series: Mapping[RedKey, LatencyStats]) -> Item:
+    """Return the ``series`` map attribute of a metrics item."""
+    return {
+        "series": {
+            "M": {
+                series_name(key): {"M": series_entry(key, stats)}
+                for key, stats in sorted(series.items())
+            }
+        }
+    }
+
+
+def series_entry(key: RedKey, stats: LatencyStats) -> Item:
+    return {
+        "operation": s(key.operation),
+        "span_kind": s(key.span_kind),
+        "status_class": s(key.status_class),
+        **latency_attributes(stats),
+    }
+
+
+def metric_series(item: Mapping[str, Any] | None) -> dict[RedKey, LatencyStats]:
+    """Return the RED series of a metrics item (empty for None)."""
+    if item is None:
+        return {}
+    group = metric_group_of(item)
+    found: dict[RedKey, LatencyStats] = {}
+    for entry in item.get("series", {}).get("M", {}).values():
+        fields = entry["M"]
+        key = RedKey(
+            group.tenant,
+            group.service,
+            fields["operation"]["S"],
+            fields["span_kind"]["S"],
+            fields["status_class"]["S"],
+            group.window_start_secs,
+        )
+        found[key] = latency_stats(fields)
+    return found
+
+
+def bound_series(series: dict[RedKey, LatencyStats]) -> int:
+    """Fold series into overflow series until the map fits its budget.
+
+    While the ``series`` map would take more than `MAX_SERIES_MAP_BYTES`,
+    the series last in key order (never an overflow series) is merged into
+    the series of operation `ITEM_OVERFLOW` with its span kind and status
+    class, so every span stays counted. Changes ``series`` in place and
+    returns how many series were folded (0 for every ordinary service: the
+    budget holds hundreds of series).
+    """
+    sizes = {key: _entry_size(key, stats) for key, stats in series.items()}
+    total = sum(sizes.values())
+    folded = 0
+    while total > MAX_SERIES_MAP_BYTES:
+        movable = [key for key in series if key.operation != ITEM_OVERFLOW]
+        if not movable:
+            break
+        key = max(movable)
+        stats = series.pop(key)
+        total -= sizes.pop(key)
+        target = key._replace(operation=ITEM_OVERFLOW)
+        if target in series:
+            total -= sizes[target]
+            series[target].merge(stats)
+        else:
+            series[target] = stats
+        sizes[target] = _entry_size(target, series[target])
+        total += sizes[target]
+        folded += 1
+    if folded:
+        logger.warning(
+            "metrics item of %r/%r at %d: %d series folded into %s (item size limit)",
+            next(iter(series)).tenant[:64],
+            next(iter(series)).service[:64],
+            next(iter(series)).window_start_secs,
+            folded,
+            ITEM_OVERFLOW,
+        )
+    return folded
+
+
+def _entry_size(key: RedKey, stats: LatencyStats) -> int:
+    name = series_name(key)
+    return len(name.encode("utf-8", "surrogatepass")) + attribute_size(
+        {"M": series_entry(key, stats)}
+    )
+
+
+def attribute_size(value: Mapping[str, Any]) -> int:
+    """Return the size DynamoDB counts for one typed attribute value (bytes).
+
+    Strings and binaries count their bytes, numbers their digits (an upper
+    bound of DynamoDB's ~1 byte per 2 digits), maps and lists 3 bytes plus 1
+    per element plus their contents, names included.
+    """
+    [(kind, content)] = value.items()
+    if kind == "S":
+        return len(str(content).encode("utf-8", "surrogatepass"))
+    if kind == "N":
+        return len(str(content)) + 1
+    if kind == "B":
+        return len(content)
+    if kind in {"BOOL", "NULL"}:
+        return 1
+    if kind == "M":
+        return 3 + sum(
+            len(name.encode("utf-8", "surrogatepass")) + 1 + attribute_size(v)
+            for name, v in content.items()
+        )
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(v) for v in content)
+    raise ValueError(f"unknown DynamoDB attribute type {kind!r}")
 
 
 def late_identity(key: LateKey) -> Item:

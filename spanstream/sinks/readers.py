@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 class MetricRow(NamedTuple):
-    """A RED series in one window; ``hwm`` is shard -> last applied sequence."""
+    """A RED series in one window; ``hwm`` is shard -> last applied sequence
+    of the item holding it (all series of its service and window)."""
 
     key: RedKey
     stats: LatencyStats
@@ -60,12 +61,10 @@ class ColdStartRow(NamedTuple):
     stats: ColdStartStats
 
 
-def _metric_row(item: items.Item) -> MetricRow:
-    return MetricRow(
-        items.metric_series(item),
-        items.latency_stats(item),
-        items.high_water_marks(item),
-    )
+def _metric_rows(item: items.Item) -> list[MetricRow]:
+    marks = items.high_water_marks(item)
+    series = items.metric_series(item)
+    return [MetricRow(key, stats, marks) for key, stats in sorted(series.items())]
 
 
 def _late_row(item: items.Item) -> LateRow:
@@ -138,7 +137,12 @@ def read_metrics(
         start_secs,
         end_secs,
     )
-    return [_metric_row(item) for item in found if not items.is_late_item(item)]
+    return [
+        row
+        for item in found
+        if not items.is_late_item(item)
+        for row in _metric_rows(item)
+    ]
 
 
 def read_late(
@@ -165,7 +169,12 @@ def scan_metrics(dynamodb_client: Any, settings: Settings) -> list[MetricRow]:
     found = _pages(
         dynamodb_client, "scan", TableName=settings.table_name(items.METRICS)
     )
-    return [_metric_row(item) for item in found if not items.is_late_item(item)]
+    return [
+        row
+        for item in found
+        if not items.is_late_item(item)
+        for row in _metric_rows(item)
+    ]
 
 
 def scan_late(dynamodb_client: Any, settings: Settings) -> list[LateRow]:

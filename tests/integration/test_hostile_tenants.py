@@ -64,6 +64,7 @@ from spanstream.sinks.keys import (
     is_capped,
     join_key,
 )
+from spanstream.sinks.summaries import latest_state, summaries_of
 from spanstream.traffic import otlp
 from spanstream.traffic.encode import Form, encode_records
 from spanstream.traffic.generator import generate_traces
@@ -334,10 +335,10 @@ def archive_problems(
     archived: Counter[tuple[str, str, str]] = Counter()
     for key in all_objects(s3, settings.bucket):
         problems += key_text_problems("S3 key", key)
-        if key.startswith(settings.dead_letter_prefix):
+        if key.startswith((settings.dead_letter_prefix, settings.trace_archive_prefix)):
             continue
         if not key.startswith(settings.archive_prefix):
-            problems.append(f"object outside both prefixes: {key!r}")
+            problems.append(f"object outside the three prefixes: {key!r}")
             continue
         match = _ARCHIVE_KEY.fullmatch(key[len(settings.archive_prefix) :])
         if match is None:
@@ -372,6 +373,35 @@ def archive_problems(
     return problems
 
 
+def trace_archive_problems(
+    s3: Any, settings: Settings, tenants: dict[str, str]
+) -> tuple[list[str], Counter[str]]:
+    """Check every trace archive object holds summaries of its key's tenant
+    only; return problems and the spans the latest states count by tenant."""
+    problems = []
+    found = []
+    prefix = settings.trace_archive_prefix
+    for key in all_objects(s3, settings.bucket):
+        if not key.startswith(prefix):
+            continue
+        match = _ARCHIVE_KEY.fullmatch(key[len(prefix) :])
+        tenant = None if match is None else tenant_of(match["tenant"], tenants)
+        if tenant is None:
+            problems.append(f"trace archive key of no tenant partition: {key!r}")
+            continue
+        body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+        rows = summaries_of(pq.read_table(io.BytesIO(body)))
+        strangers = {row.tenant for row in rows} - {tenant}
+        if strangers:
+            names = ", ".join(short(name) for name in sorted(strangers))
+            problems.append(f"{key!r} holds summaries of {names}")
+        found.extend(rows)
+    counts: Counter[str] = Counter()
+    for summary in latest_state(found):
+        counts[summary.tenant] += summary.span_count
+    return problems, counts
+
+
 def all_items(dynamodb: Any, table_name: str) -> Iterator[dict[str, Any]]:
     pages = dynamodb.get_paginator("scan").paginate(
         TableName=table_name, ConsistentRead=True
@@ -394,16 +424,17 @@ def expected_keys(table: str, item: dict[str, Any]) -> dict[str, str]:
             "service_key": join_key(tenant, root),
         }
     window = items.window_label(int(item["window_start_secs"]["N"]))
+    if table == items.METRICS:
+        return {
+            "pk": join_key(tenant, raw("service")),
+            "sk": f"{window}{SEPARATOR}{items.SERIES_MARKER}",
+        }
     if table == items.EDGES:
         names = join_key(raw("client"), raw("server"), raw("connection_type"))
         return {"pk": encode_component(tenant), "sk": f"{window}{SEPARATOR}{names}"}
     if table == items.COLDSTARTS:
         return {"pk": join_key(tenant, raw("function")), "sk": window}
-    names = join_key(raw("operation"), raw("span_kind"), raw("status_class"))
-    return {
-        "pk": join_key(tenant, raw("service")),
-        "sk": f"{window}{SEPARATOR}{names}",
-    }
+    raise AssertionError(f"no keys known for table {table!r}")
 
 
 #: What each table counts per tenant, to compare with what the tenant sent.
@@ -446,8 +477,32 @@ def item_problems(
             for name, want in expected_keys(table, item).items():
                 if item[name]["S"] != want:
                     problems.append(f"{table} {name} {item[name]['S']!r} != {want!r}")
-            counts[table][tenant] += sum(int(item[n]["N"]) for n in COUNTED[table])
+            if table == items.METRICS:
+                problems += series_name_problems(item)
+                counted = [entry["M"] for entry in item["series"]["M"].values()]
+            else:
+                counted = [item]
+            counts[table][tenant] += sum(
+                int(values[n]["N"]) for values in counted for n in COUNTED[table]
+            )
     return problems, counts
+
+
+def series_name_problems(item: dict[str, Any]) -> list[str]:
+    """Return problems of a metrics item's series names (each entry's must be
+    the key encoding of its raw names)."""
+    problems = []
+    for name, entry in item["series"]["M"].items():
+        fields = entry["M"]
+        want = join_key(
+            fields["operation"]["S"],
+            fields["span_kind"]["S"],
+            fields["status_class"]["S"],
+        )
+        problems += key_text_problems("metrics series name", name)
+        if name != want:
+            problems.append(f"metrics series name {name!r} != {want!r}")
+    return problems
 
 
 def sent_counts(truth: list[SpanTruth], window_secs: int) -> dict[str, Counter[str]]:
@@ -513,6 +568,10 @@ def test_hostile_names_stay_in_their_tenant(
     problems = archive_problems(s3, settings, tenants, sent)
     item_issues, counted = item_problems(dynamodb, settings, tenants)
     problems += item_issues
+    summary_issues, counted[items.TRACES] = trace_archive_problems(
+        s3, settings, tenants
+    )
+    problems += summary_issues
     want_counts = sent_counts(truth, settings.window_secs)
     for table, per_tenant in want_counts.items():
         for tenant in sorted(per_tenant.keys() | counted[table].keys()):

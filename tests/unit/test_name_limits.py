@@ -243,19 +243,23 @@ def test_a_summary_of_many_long_services_fits_one_item(
 def test_series_items_of_the_longest_names_fit_one_item(
     aws: tuple[Any, Any],
 ) -> None:
-    # GIVEN a RED series and an edge whose three names are as long as the
+    # GIVEN two RED series of one service, and an edge, whose names are as long as the
     # highest setting allows, in 4-byte characters, with a sketch of every
     # bucket from 1 ns to 2^63 ns, applied from 50 shards
     _, dynamodb = aws
     settings = Settings()
     name = "\U0001f642" * MAX_ATTRIBUTE_VALUE_CHARS_LIMIT + TRUNCATION_MARKER
+    other = "\U0001f643" * MAX_ATTRIBUTE_VALUE_CHARS_LIMIT + TRUNCATION_MARKER
     stats = LatencyStats()
     stats.add_many([int(1.01**power) for power in range(4_380)], 0)
     window = 1_700_000_000
     deltas = [
         AggregateDelta(
             FlushRange("spans", f"shardId-{shard:012d}", "1" * 56, "2" * 56),
-            metrics={RedKey(name, name, name, "SERVER", "2xx", window): stats},
+            metrics={
+                RedKey(name, name, operation, "SERVER", "2xx", window): stats
+                for operation in (name, other)
+            },
             edges={EdgeKey(name, name, name, "rpc", window): stats},
         )
         for shard in range(50)
@@ -270,7 +274,13 @@ def test_series_items_of_the_longest_names_fit_one_item(
     # THEN each item holds them all and stays below DynamoDB's limit
     for table in (items.METRICS, items.EDGES):
         [item] = dynamodb.scan(TableName=settings.table_name(table))["Items"]
-        assert int(item["count"]["N"]) == 50 * stats.count
+        per_series = (
+            [entry["M"] for entry in item["series"]["M"].values()]
+            if table == items.METRICS
+            else [item]
+        )
+        spans = sum(int(values["count"]["N"]) for values in per_series)
+        assert spans == (100 if table == items.METRICS else 50) * stats.count
         assert len(stats.sketch.bins) > 2_000
         assert size_of(item) < DYNAMODB_ITEM_LIMIT_BYTES
 

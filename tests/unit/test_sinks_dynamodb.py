@@ -27,7 +27,7 @@ from spanstream.aggregate.types import (
 )
 from spanstream.config import Settings
 from spanstream.errors import SinkError
-from spanstream.sinks import readers
+from spanstream.sinks import items, readers
 from spanstream.sinks.dynamodb import AggregateWriter
 from spanstream.sinks.retry import RetryPolicy
 
@@ -312,9 +312,14 @@ def test_items_carry_derived_quantiles_and_a_ttl(
     writer.write([delta(flush(1, 1, 2), metrics={red(): stats(*range(1, 101))})])
     [item] = all_items(dynamodb, settings, "metrics")
 
-    assert item["sk"]["S"] == "2024-05-01T10:00:00Z#GET%20%2Fcart#SERVER#2xx"
-    assert abs(int(item["p50_nanos"]["N"]) - 50) <= 1
-    assert abs(int(item["p99_nanos"]["N"]) - 99) <= 1
+    assert item["pk"]["S"] == "acme#checkout"
+    assert item["sk"]["S"] == "2024-05-01T10:00:00Z#__series__"
+    [(name, entry)] = item["series"]["M"].items()
+    assert name == "GET%20%2Fcart#SERVER#2xx"
+    series = entry["M"]
+    assert series["operation"]["S"] == "GET /cart"
+    assert abs(int(series["p50_nanos"]["N"]) - 50) <= 1
+    assert abs(int(series["p99_nanos"]["N"]) - 99) <= 1
     assert int(item["expires_at"]["N"]) == WINDOW + 30 * 86_400
     assert int(item["updated_unix_millis"]["N"]) == int(NOW * 1000)
 
@@ -396,7 +401,8 @@ def test_hostile_names_stay_isolated_per_tenant(
 def test_large_writes_batch_reads_by_100_and_count_capacity(
     writer: AggregateWriter,
 ) -> None:
-    series = {red(operation=f"op{i}"): stats(i + 1) for i in range(250)}
+    # one item per service and window: 250 services, 250 items
+    series = {red(service=f"svc{i}"): stats(i + 1) for i in range(250)}
     result = writer.write([delta(flush(1, 1, 2), metrics=series)])
 
     assert result.requests == {"BatchGetItem": 3, "PutItem": 250}
@@ -424,17 +430,20 @@ def test_unprocessed_keys_are_read_again(dynamodb: Any, settings: Settings) -> N
     flaky.batch_get_item = batch_get_item
     writer = AggregateWriter(dynamodb, settings, retry=no_sleep_retry())
     writer.write([delta(flush(1, 1, 2), metrics={red(): stats(1)})])
-    series = {red(): stats(2), red(operation="other"): stats(3)}
+    series = {red(): stats(2), red(service="other"): stats(3)}
     result = AggregateWriter(flaky, settings, retry=no_sleep_retry()).write(
         [delta(flush(1, 3, 4), metrics=series)]
     )
 
     assert result.requests["BatchGetItem"] == 2
-    rows = readers.read_metrics(dynamodb, settings, "acme", "checkout")
-    assert {row.key.operation: row.stats.count for row in rows} == {
-        "GET /cart": 2,
-        "other": 1,
+    counts = {
+        service: [
+            row.stats.count
+            for row in readers.read_metrics(dynamodb, settings, "acme", service)
+        ]
+        for service in ("checkout", "other")
     }
+    assert counts == {"checkout": [2], "other": [1]}
 
 
 def throttled(operation: str) -> ClientError:
@@ -511,3 +520,61 @@ def test_empty_deltas_make_no_requests(writer: AggregateWriter) -> None:
     result = writer.write([AggregateDelta(flush(1, 1, 2))])
     assert result.request_count == 0
     assert writer.write_summaries([]).request_count == 0
+
+
+def test_a_services_series_of_one_window_share_one_item(
+    writer: AggregateWriter, dynamodb: Any, settings: Settings
+) -> None:
+    series = {
+        red(operation=f"op{i}", status_class=status): stats(i + 1)
+        for i in range(40)
+        for status in ("2xx", "5xx")
+    }
+    later = {red(operation="op0", window_start_secs=WINDOW + 60): stats(7)}
+    result = writer.write([delta(flush(1, 1, 2), metrics={**series, **later})])
+
+    assert result.requests["PutItem"] == 2
+    [first, second] = sorted(
+        all_items(dynamodb, settings, "metrics"), key=lambda item: item["sk"]["S"]
+    )
+    assert len(first["series"]["M"]) == 80
+    assert len(second["series"]["M"]) == 1
+    rows = readers.read_metrics(dynamodb, settings, "acme", "checkout", WINDOW)
+    assert {row.key: row.stats.count for row in rows} == {
+        key: value.count for key, value in {**series, **later}.items()
+    }
+    in_first_window = readers.read_metrics(
+        dynamodb, settings, "acme", "checkout", WINDOW, WINDOW + 60
+    )
+    assert len(in_first_window) == 80
+
+
+def test_series_past_the_item_budget_fold_into_overflow_and_stay_counted() -> None:
+    long_name = "\U0001f642" * 16_384
+    series = {
+        red(operation=f"{index:02d}{long_name}"): stats(index + 1, index + 2)
+        for index in range(6)
+    }
+    counted = sum(value.count for value in series.values())
+
+    folded = items.bound_series(series)
+
+    assert folded == 3
+    assert sorted(key.operation[:2] for key in series) == ["00", "01", "02", "__"]
+    overflow = series[red(operation=items.ITEM_OVERFLOW)]
+    assert overflow.count == 6  # the three folded series, two spans each
+    assert sum(value.count for value in series.values()) == counted
+    item = items.series_attribute(series)
+    assert items.attribute_size(item["series"]) <= items.MAX_SERIES_MAP_BYTES
+
+
+def test_ordinary_services_are_never_folded() -> None:
+    series = {
+        red(operation=f"GET /api/v1/resource-{i}", status_class=status): stats(
+            *range(1, 2_000, 7)
+        )
+        for i in range(150)
+        for status in ("2xx", "4xx", "5xx")
+    }
+    assert items.bound_series(series) == 0
+    assert len(series) == 450
