@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.e2e import RUN_DIR, Flush, Producer, SteadyRun
 from bench.lag import lag_percentiles
+from bench.workload import EXPORT_BATCH_SPANS
 from consumers.kcl.daemon import Daemon, KclTuning, application_name, render_properties
 from consumers.kcl.progress import (
     checkpoints_reached,
@@ -80,7 +81,8 @@ def _backlog(settings: Settings, span_count: int, seed: int) -> dict[str, Any]:
     )
     traces = generate_spans(span_count, seed=seed, spread_secs=30.0)
     records = [
-        (r.partition_key, r.data) for r in encode_records(traces, Form.MIXED, seed)
+        (r.partition_key, r.data)
+        for r in encode_records(traces, Form.MIXED, seed, EXPORT_BATCH_SPANS)
     ]
     spans = sum(len(trace.spans) for trace in traces)
     for target in (kcl_settings, local_settings):
