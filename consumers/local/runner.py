@@ -57,6 +57,11 @@ class ShardReader:
     records_read: int = 0
     last_sequence_number: str | None = None
     millis_behind_latest: int = 0
+    #: The last GetRecords page was empty at the tip: nothing left to read.
+    #: A page *with* records proves less, even at MillisBehindLatest 0: that
+    #: is a time, and records put in the same millisecond as the tip's may
+    #: still follow it.
+    caught_up: bool = False
     #: Latest record arrival time read from this shard (unix seconds).
     arrival_watermark_secs: float = 0.0
 
@@ -158,7 +163,11 @@ class LocalRunner:
         The trace stage judges a trace idle by this clock: a trace is idle
         only once every shard has been read past its last span's arrival plus
         the idle time, however unevenly the shards progress. A shard that is
-        caught up (or ended) does not hold the clock back: it counts as now.
+        caught up (its last page was empty at the tip) or ended does not hold
+        the clock back: it counts as now. Nor does a shard that has returned
+        no record yet: it has no arrival time to hold the clock at, and
+        holding it at zero would make every trace stamped meanwhile look
+        idle for decades once the clock moved on.
         """
         now = self._wall_clock()
         behind = [
@@ -166,7 +175,8 @@ class LocalRunner:
             for reader in self.readers.values()
             if not reader.ended
             and self._is_ready(reader)
-            and (reader.iterator is None or reader.millis_behind_latest > 0)
+            and reader.arrival_watermark_secs > 0
+            and not reader.caught_up
         ]
         return min(behind, default=now)
 
@@ -216,16 +226,19 @@ class LocalRunner:
             to_kinesis_record(self.settings.stream_name, reader.shard_id, record)
             for record in response["Records"]
         ]
+        # Before processing: the trace stage stamps these spans' traces with
+        # the clock, which must already count this page.
+        reader.millis_behind_latest = response.get("MillisBehindLatest", 0)
+        reader.caught_up = not records and reader.millis_behind_latest == 0
         if records:
-            self.stats.spans += reader.processor.process(records)
-            self.stats.records += len(records)
-            reader.records_read += len(records)
-            reader.last_sequence_number = records[-1].ref.sequence_number
             reader.arrival_watermark_secs = max(
                 reader.arrival_watermark_secs,
                 records[-1].ref.arrival_unix_millis / 1000,
             )
-        reader.millis_behind_latest = response.get("MillisBehindLatest", 0)
+            self.stats.spans += reader.processor.process(records)
+            self.stats.records += len(records)
+            reader.records_read += len(records)
+            reader.last_sequence_number = records[-1].ref.sequence_number
         reader.iterator = response.get("NextShardIterator")
         if reader.iterator is None:
             self._end_shard(reader, response.get("ChildShards") or [])

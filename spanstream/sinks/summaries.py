@@ -42,6 +42,7 @@ from spanstream.sinks.s3put import (
     PendingObject,
     put_objects,
 )
+from spanstream.sinks.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,11 @@ class SummaryArchiveWriter:
         self.max_workers = max_workers
         self.objects_written = 0
         self.summaries_written = 0
+        self._pool = WorkerPool(max_workers, thread_name_prefix="s3put")
+
+    def close(self) -> None:
+        """Stop the writer's upload threads (a later write starts them again)."""
+        self._pool.close()
 
     def write_summaries(self, summaries: Sequence[TraceSummary]) -> list[str]:
         """Write ``summaries`` as one object per (tenant, UTC hour of start).
@@ -229,7 +235,12 @@ class SummaryArchiveWriter:
                 )
             )
         keys = put_objects(
-            self.s3_client, self.settings.bucket, pending, self.retry, self.max_workers
+            self.s3_client,
+            self.settings.bucket,
+            pending,
+            self.retry,
+            self.max_workers,
+            pool=self._pool,
         )
         self.objects_written += len(keys)
         self.summaries_written += len(by_trace)

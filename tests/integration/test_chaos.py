@@ -50,7 +50,11 @@ from spanstream.traffic.model import truths
 
 RUN_DEADLINE_SECS = 600
 #: Small pages: a few dozen GetRecords calls to fault instead of a dozen.
-GET_RECORDS_LIMIT = 250
+GET_RECORDS_LIMIT = 100
+#: Flushes (and Lambda batches) small enough that the run makes thousands
+#: of calls to fault: a flush writes one item per service and window.
+FAULTED_FLUSH_INTERVAL_SECS = 0.25
+FAULTED_BATCH_RECORDS = 300
 
 
 def worker_clients(settings: Settings) -> dict[str, Any]:
@@ -67,7 +71,9 @@ def test_local_runner_exact_with_a_fifth_of_calls_faulted(
 ) -> None:
     # GIVEN the shared traffic, and every call of the runner through proxies
     settings, truth = shared_settings, shared_traffic.truth
-    worker_settings = faulty.settings(settings)
+    worker_settings = dataclasses.replace(
+        faulty.settings(settings), flush_interval_secs=FAULTED_FLUSH_INTERVAL_SECS
+    )
     clients = worker_clients(worker_settings)
     runner = LocalRunner(
         worker_settings,
@@ -161,7 +167,7 @@ def test_lambda_handler_exact_with_a_fifth_of_calls_faulted(
         kinesis,
         settings.stream_name,
         instrument(runtime.handle),
-        MappingConfig(batch_size=2000, bisect_on_error=True),
+        MappingConfig(batch_size=FAULTED_BATCH_RECORDS, bisect_on_error=True),
         region=settings.region,
     )
     # WHEN the mapping delivers every record
