@@ -398,7 +398,7 @@ class Emulators(_Backend):
         argv = [
             sys.executable,
             "-m",
-            "moto.server",
+            "devenv.motoserver",
             "-H",
             LOOPBACK_HOST,
             "-p",

@@ -1,18 +1,28 @@
 """The emulators behave like the AWS services spanstream relies on.
 
 Kinesis (kinesis-mock): put, per-shard read-back, resharding. DynamoDB and
-S3 (moto): the tables and bucket `devenv.create_resources` makes are usable.
+S3 (moto): the tables and bucket `devenv.create_resources` makes are usable,
+and conditional writes are atomic under concurrent writers
+(`devenv.motoserver`).
 """
 
 from __future__ import annotations
 
+import random
+import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from devenv import Resources
+from spanstream.aggregate.types import AggregateDelta, FlushRange, LatencyStats, RedKey
+from spanstream.aws import make_client
 from spanstream.config import Settings
+from spanstream.errors import SinkError
+from spanstream.sinks import readers
+from spanstream.sinks.dynamodb import AggregateWriter
 
 RECORD_COUNT = 40
 READ_TIMEOUT_SECS = 10.0
@@ -151,3 +161,74 @@ def test_create_resources_is_idempotent(
     # THEN nothing fails and the same stream is returned
     assert again.stream_arn == resources.stream_arn
     assert len(_shards(kinesis, resources.stream_name)) == 4
+
+
+WRITERS = 8
+FLUSHES_PER_WRITER = 15
+
+
+def test_concurrent_writers_of_one_item_lose_no_count(
+    settings: Settings, resources: Resources
+) -> None:
+    # GIVEN 8 shards' writers flushing deltas into one service's metrics item
+    # at once (each delta written once, some twice: a replay), as the KCL's
+    # per-shard processes do every flush interval
+    window = 1_800_000_000
+    expected: Counter[RedKey] = Counter()
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def writer(shard: int) -> None:
+        aggregate_writer = AggregateWriter(make_client("dynamodb", settings), settings)
+        rng = random.Random(shard)
+        for flush in range(FLUSHES_PER_WRITER):
+            metrics = {}
+            for operation in range(12):
+                stats = LatencyStats()
+                count = rng.randint(1, 40)
+                stats.add_many([rng.randint(1_000, 10**7) for _ in range(count)], 0)
+                key = RedKey(
+                    "acme", "frontend", f"op{operation}", "SERVER", "2xx", window
+                )
+                metrics[key] = stats
+                with lock:
+                    expected[key] += count
+            first = str(flush * 10 + 1)
+            last = str(flush * 10 + 10)
+            delta = AggregateDelta(
+                FlushRange("spans", f"shard-{shard}", first, last), metrics=metrics
+            )
+            for _attempt in range(2 if rng.random() < 0.3 else 1):
+                write_until_done(aggregate_writer, delta)
+
+    def run(shard: int) -> None:
+        try:
+            writer(shard)
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every span is counted exactly once: conditional puts were atomic
+    assert not failures, failures
+    dynamodb = make_client("dynamodb", settings)
+    counted = {
+        row.key: row.stats.count for row in readers.scan_metrics(dynamodb, settings)
+    }
+    assert counted == dict(expected)
+
+
+def write_until_done(writer: AggregateWriter, delta: AggregateDelta) -> None:
+    """Write ``delta`` again after a `SinkError` (lost races past the retry
+    budget), as a runtime's next flush does; give up after 50 tries."""
+    for _attempt in range(50):
+        try:
+            writer.write([delta])
+            return
+        except SinkError:
+            continue
+    raise AssertionError(f"delta of {delta.flush_range.shard_id} never written")
