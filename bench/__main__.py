@@ -98,7 +98,13 @@ def run_throughput(ctx: Context) -> dict[str, Any]:
 
 
 def run_scaling(ctx: Context) -> dict[str, Any]:
-    return throughput.measure_scaling(ctx.workload, ctx.profile.repeats)
+    spans = ctx.profile.spans * throughput.SCALING_WORKLOAD_FACTOR
+    return {
+        "spans": spans,
+        **throughput.measure_scaling(
+            workload.build(spans, ctx.seed), ctx.profile.repeats
+        ),
+    }
 
 
 def run_memory(ctx: Context) -> dict[str, Any]:

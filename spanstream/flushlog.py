@@ -567,7 +567,9 @@ class ExactlyOnceShard:
                 self._clock() - started,
             )
         self._first = self._last = None
-        self._last_flush = self._clock()
+        # Flushes keep a cadence from their starts: timed from the end, every
+        # flush's own duration would add to the interval, and so to the lag.
+        self._last_flush = started
 
     @staticmethod
     def _checkpoint_position(

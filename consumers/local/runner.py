@@ -273,6 +273,7 @@ class LocalRunner:
         ``everything`` also summarises traces that are not idle yet (used at
         shutdown).
         """
+        started = self._clock()
         processors = [
             r.processor for r in self.readers.values() if r.processor.has_pending
         ]
@@ -281,7 +282,9 @@ class LocalRunner:
             processors = [p for p in processors if p.has_pending]
         self.trace_stage.flush(everything=everything)
         self.stats.flushes += 1
-        self._last_flush = self._clock()
+        # A cadence from the flushes' starts: timed from the end, each flush's
+        # own duration would add to the interval, and so to the lag.
+        self._last_flush = started
 
     def run(
         self,

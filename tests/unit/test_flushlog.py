@@ -247,6 +247,32 @@ def test_flushes_when_the_interval_passed_and_checkpoints_after(
     assert flush_log(dynamodb, settings, "b").claim() == []
 
 
+def test_flushes_keep_a_cadence_from_their_starts(
+    dynamodb: Any, settings: Settings
+) -> None:
+    # GIVEN a processor whose flush takes 3 s
+    clock, checkpoints = Clock(), Checkpoints()
+
+    class SlowProcessor(RecordingProcessor):
+        def flush(
+            self, everything: bool = False, clock_secs: float | None = None
+        ) -> FlushResult:
+            clock.now += 3.0
+            return super().flush(everything, clock_secs)
+
+    processor = SlowProcessor()
+    shard = ExactlyOnceShard(processor, flush_log(dynamodb, settings), 10.0, clock)
+    shard.start(Position("TRIM_HORIZON"))
+    clock.now = 10.0
+    shard.process(plain_records(1, 5), checkpoints)
+    assert processor.flushed == [("1", "5")]
+    # WHEN records come 10 s after that flush started (7 s after it ended)
+    clock.now = 20.0
+    shard.process(plain_records(6, 7), checkpoints)
+    # THEN they are flushed: the interval runs from start to start
+    assert processor.flushed == [("1", "5"), ("6", "7")]
+
+
 def test_a_new_owner_repeats_the_pending_flush_exactly(
     dynamodb: Any, settings: Settings
 ) -> None:
