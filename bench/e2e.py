@@ -218,19 +218,22 @@ def _chunks(records: list[LabelledRecord], size: int) -> list[list[LabelledRecor
 
 
 class RecordingRunner(LocalRunner):
-    """The local runner, noting what each flush covered and when it ended."""
+    """The local runner, noting what each flush covered and when its spans
+    were counted: when the shards' aggregate write (their windows' running
+    aggregates) returned. The trace stage's summaries and edges, written
+    after it, are not what item 5 waits for."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flush_log: list[Flush] = []
 
-    def flush(self, everything: bool = False) -> None:
+    def flush_shards(self) -> None:
         covered = {
             shard_id: int(reader.last_sequence_number)
             for shard_id, reader in self.readers.items()
             if reader.last_sequence_number is not None
         }
-        super().flush(everything)
+        super().flush_shards()
         self.flush_log.append(Flush(time.time(), covered))
 
 

@@ -157,8 +157,8 @@ class _SoakRunner(RecordingRunner):
             )
         return read
 
-    def flush(self, everything: bool = False) -> None:
-        super().flush(everything)
+    def flush_shards(self) -> None:
+        super().flush_shards()
         done = self.flush_log.pop()  # kept bounded: the tracker has it
         self.tracker.flushed(done.covered, done.done_unix_secs)
 

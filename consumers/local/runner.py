@@ -274,17 +274,22 @@ class LocalRunner:
         shutdown).
         """
         started = self._clock()
+        self.flush_shards()
+        self.trace_stage.flush(everything=everything)
+        self.stats.flushes += 1
+        # A cadence from the flushes' starts: timed from the end, each flush's
+        # own duration would add to the interval, and so to the lag.
+        self._last_flush = started
+
+    def flush_shards(self) -> None:
+        """Make every shard's spans durable: archive, dead letters and the
+        aggregates their windows count (one aggregate write for all shards)."""
         processors = [
             r.processor for r in self.readers.values() if r.processor.has_pending
         ]
         while processors:
             flush_together(processors, self._sinks)
             processors = [p for p in processors if p.has_pending]
-        self.trace_stage.flush(everything=everything)
-        self.stats.flushes += 1
-        # A cadence from the flushes' starts: timed from the end, each flush's
-        # own duration would add to the interval, and so to the lag.
-        self._last_flush = started
 
     def run(
         self,
