@@ -24,16 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spanstream.aggregate.types import FlushRange
-from spanstream.config import Settings
 from spanstream.model import SPAN_COLUMNS, SpanBatch
 from spanstream.sinks.keys import encode_component
-from spanstream.sinks.retry import RetryPolicy
 from spanstream.sinks.s3put import (
-    DEFAULT_UPLOAD_CONCURRENCY,
     PendingObject,
-    put_objects,
+    S3ObjectWriter,
 )
-from spanstream.sinks.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -137,17 +133,22 @@ def encode_table(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+def partition_prefix(prefix: str, tenant: str, hour_index: int) -> str:
+    """Return ``{prefix}tenant=…/dt=YYYY-MM-DD/hour=HH/`` of one tenant and
+    hour (``hour_index`` counts hours since the epoch: start nanos // 1 h)."""
+    hour = datetime.fromtimestamp(hour_index * 3_600, UTC)
+    return (
+        f"{prefix}tenant={encode_component(tenant)}/dt={hour:%Y-%m-%d}/hour={hour:%H}/"
+    )
+
+
 def object_key(
     prefix: str, tenant: str, hour_index: int, flush_range: FlushRange
 ) -> str:
-    """Return the key of the archive object of one tenant and hour.
-
-    ``hour_index`` counts hours since the epoch (start nanos // 1 h).
-    """
-    hour = datetime.fromtimestamp(hour_index * 3_600, UTC)
+    """Return the key of the archive object of one tenant and hour."""
     return (
-        f"{prefix}tenant={encode_component(tenant)}/dt={hour:%Y-%m-%d}/"
-        f"hour={hour:%H}/{encode_component(flush_range.object_stem())}.parquet"
+        f"{partition_prefix(prefix, tenant, hour_index)}"
+        f"{encode_component(flush_range.object_stem())}.parquet"
     )
 
 
@@ -161,25 +162,8 @@ def group_rows(batch: SpanBatch) -> dict[tuple[str, int], list[int]]:
     return groups
 
 
-class ArchiveWriter:
+class ArchiveWriter(S3ObjectWriter):
     """Writes `SpanBatch` rows to the Parquet archive in ``settings.bucket``."""
-
-    def __init__(
-        self,
-        s3_client: Any,
-        settings: Settings,
-        retry: RetryPolicy | None = None,
-        max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
-    ) -> None:
-        self.s3_client = s3_client
-        self.settings = settings
-        self.retry = retry or RetryPolicy()
-        self.max_workers = max_workers
-        self._pool = WorkerPool(max_workers, thread_name_prefix="s3put")
-
-    def close(self) -> None:
-        """Stop the upload threads (a later write starts them again)."""
-        self._pool.close()
 
     def write(self, batch: SpanBatch, flush_range: FlushRange) -> list[str]:
         """Write ``batch`` as one object per (tenant, UTC hour) and return the keys.
@@ -206,14 +190,7 @@ class ArchiveWriter:
             )
             for (tenant, hour_index), indices in groups
         ]
-        keys = put_objects(
-            self.s3_client,
-            self.settings.bucket,
-            pending,
-            self.retry,
-            self.max_workers,
-            pool=self._pool,
-        )
+        keys = self.upload(pending)
         logger.debug(
             "archived %d spans of %s/%s in %d objects",
             len(batch),

@@ -29,11 +29,9 @@ from spanstream.config import Settings
 from spanstream.errors import SinkError
 from spanstream.model import DeadLetter, RecordRef
 from spanstream.sinks.keys import encode_component
-from spanstream.sinks.retry import RetryPolicy
 from spanstream.sinks.s3put import (
-    DEFAULT_UPLOAD_CONCURRENCY,
     PendingObject,
-    put_objects,
+    S3ObjectWriter,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,20 +128,8 @@ def _render(dead_letter: DeadLetter) -> bytes:
     return json.dumps(to_document(dead_letter), separators=(",", ":")).encode()
 
 
-class DeadLetterWriter:
+class DeadLetterWriter(S3ObjectWriter):
     """Writes `DeadLetter` values as JSON objects under ``dead_letter_prefix``."""
-
-    def __init__(
-        self,
-        s3_client: Any,
-        settings: Settings,
-        retry: RetryPolicy | None = None,
-        max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
-    ) -> None:
-        self.s3_client = s3_client
-        self.settings = settings
-        self.retry = retry or RetryPolicy()
-        self.max_workers = max_workers
 
     def write(self, dead_letters: list[DeadLetter]) -> list[str]:
         """Write one object per dead letter and return their keys, in input order.
@@ -159,9 +145,7 @@ class DeadLetterWriter:
             )
             for dead_letter in dead_letters
         ]
-        keys = put_objects(
-            self.s3_client, self.settings.bucket, pending, self.retry, self.max_workers
-        )
+        keys = self.upload(pending)
         if keys:
             logger.info("wrote %d dead letters", len(keys))
         return keys

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from spanstream.config import Settings
 from spanstream.errors import SinkError
 from spanstream.sinks.retry import RetryPolicy
 from spanstream.sinks.workers import WorkerPool
@@ -21,6 +22,39 @@ class PendingObject(NamedTuple):
     key: str
     render: Callable[[], bytes]
     content_type: str
+
+
+class S3ObjectWriter:
+    """What the S3 sinks share: a client, settings, a retry policy and
+    upload threads kept across writes (`WorkerPool`)."""
+
+    def __init__(
+        self,
+        s3_client: Any,
+        settings: Settings,
+        retry: RetryPolicy | None = None,
+        max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
+    ) -> None:
+        self.s3_client = s3_client
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self.max_workers = max_workers
+        self._pool = WorkerPool(max_workers, thread_name_prefix="s3put")
+
+    def close(self) -> None:
+        """Stop the upload threads (a later write starts them again)."""
+        self._pool.close()
+
+    def upload(self, objects: Sequence[PendingObject]) -> list[str]:
+        """Upload ``objects`` to ``settings.bucket`` (see `put_objects`)."""
+        return put_objects(
+            self.s3_client,
+            self.settings.bucket,
+            objects,
+            self.retry,
+            self.max_workers,
+            pool=self._pool,
+        )
 
 
 def put_objects(

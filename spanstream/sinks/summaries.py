@@ -25,7 +25,6 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -33,16 +32,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spanstream.aggregate.types import TraceSummary
-from spanstream.config import Settings
-from spanstream.sinks.archive import COMPRESSION, NANOS_PER_HOUR, PARQUET_CONTENT_TYPE
-from spanstream.sinks.keys import encode_component
-from spanstream.sinks.retry import RetryPolicy
-from spanstream.sinks.s3put import (
-    DEFAULT_UPLOAD_CONCURRENCY,
-    PendingObject,
-    put_objects,
+from spanstream.sinks.archive import (
+    COMPRESSION,
+    NANOS_PER_HOUR,
+    PARQUET_CONTENT_TYPE,
+    partition_prefix,
 )
-from spanstream.sinks.workers import WorkerPool
+from spanstream.sinks.s3put import (
+    PendingObject,
+    S3ObjectWriter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,38 +174,20 @@ def object_key(
     prefix: str, tenant: str, hour_index: int, summaries: Sequence[TraceSummary]
 ) -> str:
     """Return the key of the object holding ``summaries`` of one tenant and hour."""
-    hour = datetime.fromtimestamp(hour_index * 3_600, UTC)
-    return (
-        f"{prefix}tenant={encode_component(tenant)}/dt={hour:%Y-%m-%d}/"
-        f"hour={hour:%H}/{digest(summaries)}.parquet"
-    )
+    return f"{partition_prefix(prefix, tenant, hour_index)}{digest(summaries)}.parquet"
 
 
-class SummaryArchiveWriter:
+class SummaryArchiveWriter(S3ObjectWriter):
     """Writes `TraceSummary` rows to the trace archive in ``settings.bucket``.
 
     Has the ``write_summaries`` of `spanstream.pipeline.AggregateSink`, so a
     trace stage can be given either this or the DynamoDB table writer.
     """
 
-    def __init__(
-        self,
-        s3_client: Any,
-        settings: Settings,
-        retry: RetryPolicy | None = None,
-        max_workers: int = DEFAULT_UPLOAD_CONCURRENCY,
-    ) -> None:
-        self.s3_client = s3_client
-        self.settings = settings
-        self.retry = retry or RetryPolicy()
-        self.max_workers = max_workers
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.objects_written = 0
         self.summaries_written = 0
-        self._pool = WorkerPool(max_workers, thread_name_prefix="s3put")
-
-    def close(self) -> None:
-        """Stop the writer's upload threads (a later write starts them again)."""
-        self._pool.close()
 
     def write_summaries(self, summaries: Sequence[TraceSummary]) -> list[str]:
         """Write ``summaries`` as one object per (tenant, UTC hour of start).
@@ -234,14 +215,7 @@ class SummaryArchiveWriter:
                     PARQUET_CONTENT_TYPE,
                 )
             )
-        keys = put_objects(
-            self.s3_client,
-            self.settings.bucket,
-            pending,
-            self.retry,
-            self.max_workers,
-            pool=self._pool,
-        )
+        keys = self.upload(pending)
         self.objects_written += len(keys)
         self.summaries_written += len(by_trace)
         logger.debug(
