@@ -227,6 +227,23 @@ def _encode_rows(batch: SpanBatch, indices: list[int]) -> bytes:
     return encode_parquet(batch.take(indices))
 
 
+#: The Hive partition keys of both archives (`partition_prefix`), as their
+#: schema documents describe them.
+PARTITION_KEY_DOCUMENTS: list[dict[str, str]] = [
+    {
+        "name": "tenant",
+        "type": "string",
+        "source": "tenant, percent-encoded by spanstream.sinks.keys",
+    },
+    {"name": "dt", "type": "string", "source": "UTC date of start_unix_nanos"},
+    {
+        "name": "hour",
+        "type": "int",
+        "source": "UTC hour of start_unix_nanos, two digits in the key",
+    },
+]
+
+
 def schema_document() -> dict[str, Any]:
     """Return the archive contract written to ``schemas/archive.json``."""
     return {
@@ -243,17 +260,5 @@ def schema_document() -> dict[str, Any]:
         "columns": [
             {"name": name, "type": kind} for name, kind in SPAN_COLUMNS.items()
         ],
-        "partition_keys": [
-            {
-                "name": "tenant",
-                "type": "string",
-                "source": "tenant, percent-encoded by spanstream.sinks.keys",
-            },
-            {"name": "dt", "type": "string", "source": "UTC date of start_unix_nanos"},
-            {
-                "name": "hour",
-                "type": "int",
-                "source": "UTC hour of start_unix_nanos, two digits in the key",
-            },
-        ],
+        "partition_keys": PARTITION_KEY_DOCUMENTS,
     }

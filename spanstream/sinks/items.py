@@ -25,7 +25,12 @@ from spanstream.aggregate.types import (
     RedKey,
     TraceSummary,
 )
-from spanstream.sinks.keys import SEPARATOR, encode_component, join_key
+from spanstream.sinks.keys import (
+    MAX_COMPONENT_CHARS,
+    SEPARATOR,
+    encode_component,
+    join_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ ITEM_OVERFLOW = "__overflow__"
 #: `spanstream.config.MAX_ATTRIBUTE_VALUE_CHARS_LIMIT` characters, keys,
 #: ``hwm``) stays below 160 KB, so the item stays below DynamoDB's 400 KB.
 MAX_SERIES_MAP_BYTES = 240 * 1024
+#: Longest key component: `MAX_COMPONENT_CHARS`, ``~`` and 32 hex digits.
+_MAX_KEY_COMPONENT_CHARS = MAX_COMPONENT_CHARS + 33
 UNKNOWN_SERVICE = "unknown"
 QUANTILES = {"p50_nanos": 0.5, "p90_nanos": 0.9, "p99_nanos": 0.99}
 _WINDOW_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -222,6 +229,8 @@ def bound_series(series: dict[RedKey, LatencyStats]) -> int:
     returns how many series were folded (0 for every ordinary service: the
     budget holds hundreds of series).
     """
+    if sum(map(_entry_size_bound, series.items())) <= MAX_SERIES_MAP_BYTES:
+        return 0  # the usual case: no entry needs encoding to be measured
     sizes = {key: _entry_size(key, stats) for key, stats in series.items()}
     total = sum(sizes.values())
     folded = 0
@@ -251,6 +260,21 @@ def bound_series(series: dict[RedKey, LatencyStats]) -> int:
             ITEM_OVERFLOW,
         )
     return folded
+
+
+def _entry_size_bound(entry: tuple[RedKey, LatencyStats]) -> int:
+    """Return at least what `_entry_size` would, without encoding anything.
+
+    Names count 4 bytes a character as raw names, and 12 (``%XX`` of 4
+    bytes) in the map key, whose components are capped
+    (`spanstream.sinks.keys.MAX_COMPONENT_CHARS` plus the hash mark);
+    a sketch bucket at most 20 bytes (two varints); the numbers and the
+    attribute names at most 512 bytes together.
+    """
+    key, stats = entry
+    name_chars = len(key.operation) + len(key.span_kind) + len(key.status_class)
+    key_chars = min(12 * name_chars + 5, 3 * _MAX_KEY_COMPONENT_CHARS + 2)
+    return 4 * name_chars + key_chars + 20 * (len(stats.sketch.bins) + 1) + 512
 
 
 def _entry_size(key: RedKey, stats: LatencyStats) -> int:

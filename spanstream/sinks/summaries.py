@@ -36,6 +36,7 @@ from spanstream.sinks.archive import (
     COMPRESSION,
     NANOS_PER_HOUR,
     PARQUET_CONTENT_TYPE,
+    PARTITION_KEY_DOCUMENTS,
     partition_prefix,
 )
 from spanstream.sinks.s3put import (
@@ -245,17 +246,5 @@ def schema_document() -> dict[str, Any]:
             {"name": f.name, "type": str(f.type), "nullable": f.nullable}
             for f in SUMMARY_SCHEMA
         ],
-        "partition_keys": [
-            {
-                "name": "tenant",
-                "type": "string",
-                "source": "tenant, percent-encoded by spanstream.sinks.keys",
-            },
-            {"name": "dt", "type": "string", "source": "UTC date of start_unix_nanos"},
-            {
-                "name": "hour",
-                "type": "int",
-                "source": "UTC hour of start_unix_nanos, two digits in the key",
-            },
-        ],
+        "partition_keys": PARTITION_KEY_DOCUMENTS,
     }
