@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,6 +53,9 @@ SHARD_COUNT = 2
 FIRST_LEASE_SECS = 90.0
 DRAIN_SECS = 300.0
 _FLUSHED = "flushed "
+_FLUSH_TIMING = re.compile(
+    r" in (?P<total>[0-9.]+) s \(written in (?P<written>[0-9.]+) s\)"
+)
 
 
 def measure_kcl(
@@ -212,8 +216,10 @@ def _exited(daemon: Daemon) -> str | None:
 def flushes_logged(log_path: Path, stream_name: str) -> list[Flush]:
     """Return the flushes the worker's record processors logged, in order.
 
-    Each ``flushed <stream>/<shard> through <sequence number>`` line becomes
-    a `Flush` covering that shard up to that record, done at the line's time.
+    Each ``flushed <stream>/<shard> through <sequence number> in <t> s
+    (written in <w> s)`` line becomes a `Flush` covering that shard up to
+    that record, done when its writes were: the line's time less the
+    checkpoint that followed them (``t - w``).
     """
     flushes = []
     prefix = f"{_FLUSHED}{stream_name}/"
@@ -228,7 +234,14 @@ def flushes_logged(log_path: Path, stream_name: str) -> list[Flush]:
         if not message.startswith(prefix):
             continue
         shard_id, _, rest = message[len(prefix) :].partition(" through ")
+        timing = _FLUSH_TIMING.search(rest)
+        if timing is None:
+            raise ValueError(f"{log_path}: a flush line without its timing: {line}")
+        checkpoint_secs = float(timing["total"]) - float(timing["written"])
         flushes.append(
-            Flush(float(entry["unix_secs"]), {shard_id: int(rest.split()[0])})
+            Flush(
+                float(entry["unix_secs"]) - checkpoint_secs,
+                {shard_id: int(rest.split()[0])},
+            )
         )
     return sorted(flushes, key=lambda flush: flush.done_unix_secs)

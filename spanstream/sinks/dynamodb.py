@@ -15,13 +15,24 @@ merge two sketches, so every aggregate item is written read-merge-put:
 
 A replayed delta therefore changes nothing, and concurrent writers never lose
 each other's counts. Deltas of several shards for one item become one put.
+
+Step 1 is skipped for an item this writer put last time (`ItemCache`): the
+item as put is the item as read, unless another writer changed it since, and
+then the version condition fails and returns the item as it is. The cached
+copy is used only while it wins: an item whose cached put lost a race is
+read first from then on (every item of its partition key, as busy series
+stay busy), because a lost put costs as many write units as the item has
+kilobytes, several times what a read costs. So a single writer of its
+series (the local runner, a Lambda container of a shard keyed by service)
+reads nothing back, and writers that share series read as before.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -51,6 +62,9 @@ DEFAULT_RETENTION_SECS = 30 * 86_400
 MAX_BATCH_GET_KEYS = 100
 MAX_BATCH_WRITE_ITEMS = 25
 MAX_CONFLICT_RETRIES = 10
+#: Items an `AggregateWriter` keeps as it last put them (a few kilobytes
+#: each): two windows of 500 series groups.
+DEFAULT_CACHED_ITEMS = 1_000
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -71,6 +85,8 @@ class WriteStats:
     items_unchanged: int = 0
     deltas_skipped: int = 0
     conflicts: int = 0
+    #: items merged from the copy this writer put, without a read
+    items_from_cache: int = 0
 
     @property
     def request_count(self) -> int:
@@ -85,6 +101,7 @@ class WriteStats:
             items_unchanged=self.items_unchanged + other.items_unchanged,
             deltas_skipped=self.deltas_skipped + other.deltas_skipped,
             conflicts=self.conflicts + other.conflicts,
+            items_from_cache=self.items_from_cache + other.items_from_cache,
         )
 
     def count(self, operation: str, response: dict[str, Any]) -> None:
@@ -169,6 +186,55 @@ _LATE = _Layout(
 )
 
 
+ItemId = tuple[str, str, str]
+
+
+class ItemCache:
+    """The items a writer put last, and the partition keys that contend.
+
+    Thread-safe. Holds at most ``max_items`` items, the least recently put
+    dropped first; 0 keeps none (every item is read before its put).
+    """
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[ItemId, Item] = OrderedDict()
+        self._contended: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def get(self, item_id: ItemId) -> Item | None:
+        """Return the item as last put, unless its partition key contends."""
+        with self._lock:
+            if item_id[:2] in self._contended:
+                return None
+            return self._items.get(item_id)
+
+    def put(self, item_id: ItemId, item: Item) -> None:
+        if not self.max_items:
+            return
+        with self._lock:
+            self._items[item_id] = item
+            self._items.move_to_end(item_id)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def forget(self, item_id: ItemId) -> None:
+        """Drop the copy (its put is under way or failed: it may be stale)."""
+        with self._lock:
+            self._items.pop(item_id, None)
+
+    def contended(self, item_id: ItemId) -> None:
+        """Read every item of ``item_id``'s partition key before its put."""
+        with self._lock:
+            if len(self._contended) >= 16 * max(self.max_items, 1):
+                self._contended.clear()
+            self._contended.add(item_id[:2])
+            self._items.pop(item_id, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class _Pending:
     """One item to update and the delta values (by flush range) to merge in."""
@@ -199,6 +265,7 @@ class AggregateWriter:
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
         retention_secs: int = DEFAULT_RETENTION_SECS,
+        cached_items: int = DEFAULT_CACHED_ITEMS,
     ) -> None:
         self.client = dynamodb_client
         self.settings = settings
@@ -212,6 +279,7 @@ class AggregateWriter:
         self._pool = WorkerPool(
             settings.dynamodb_write_concurrency, thread_name_prefix="ddb"
         )
+        self.cache = ItemCache(cached_items)
 
     def close(self) -> None:
         """Stop the writer's threads (a later write starts them again)."""
@@ -224,8 +292,9 @@ class AggregateWriter:
 
         Deltas of one shard must come in sequence order, within a call and
         across calls, as their ranges are applied. Each affected item is read
-        once and put at most once (more only after losing a race to another
-        writer). Raises `SinkError` naming a table and key if an item could
+        at most once (not at all when this writer's cached copy is used) and
+        put at most once (more only after losing a race to another writer).
+        Raises `SinkError` naming a table and key if an item could
         not be written; every other item has been written by then, and
         writing the same deltas again completes the rest without double
         counting.
@@ -234,11 +303,24 @@ class AggregateWriter:
         stats = WriteStats()
         if not pending:
             return stats
+        cached = {
+            item_id: item
+            for item_id in pending
+            if (item := self.cache.get(item_id)) is not None
+        }
         with self._pool.tasks() as pool:
-            current, read_stats = self._read_all(pool, list(pending.values()))
+            current, read_stats = self._read_all(
+                pool, [e for i, e in pending.items() if i not in cached]
+            )
             stats += read_stats
             futures = [
-                pool.submit(self._apply, entry, current.get(item_id))
+                pool.submit(
+                    self._apply,
+                    item_id,
+                    entry,
+                    cached.get(item_id) or current.get(item_id),
+                    item_id in cached,
+                )
                 for item_id, entry in pending.items()
             ]
             stats += _gather(futures, "aggregate items")
@@ -252,10 +334,8 @@ class AggregateWriter:
         )
         return stats
 
-    def _collect(
-        self, deltas: Iterable[AggregateDelta]
-    ) -> dict[tuple[str, ...], _Pending]:
-        pending: dict[tuple[str, ...], _Pending] = {}
+    def _collect(self, deltas: Iterable[AggregateDelta]) -> dict[ItemId, _Pending]:
+        pending: dict[ItemId, _Pending] = {}
 
         def add(
             layout: _Layout, values: dict[Any, Any], flush_range: FlushRange
@@ -280,13 +360,13 @@ class AggregateWriter:
 
     def _read_all(
         self, pool: TaskGroup, pending: list[_Pending]
-    ) -> tuple[dict[tuple[str, ...], Item], WriteStats]:
+    ) -> tuple[dict[ItemId, Item], WriteStats]:
         chunks = [
             pending[i : i + MAX_BATCH_GET_KEYS]
             for i in range(0, len(pending), MAX_BATCH_GET_KEYS)
         ]
         futures = [pool.submit(self._batch_get, chunk) for chunk in chunks]
-        found: dict[tuple[str, ...], Item] = {}
+        found: dict[ItemId, Item] = {}
         stats = WriteStats()
         for future in futures:
             chunk_found, chunk_stats = future.result()
@@ -296,7 +376,7 @@ class AggregateWriter:
 
     def _batch_get(
         self, chunk: list[_Pending]
-    ) -> tuple[dict[tuple[str, ...], Item], WriteStats]:
+    ) -> tuple[dict[ItemId, Item], WriteStats]:
         stats = WriteStats()
         request: dict[str, Any] = {}
         for entry in chunk:
@@ -306,7 +386,7 @@ class AggregateWriter:
             table["Keys"].append(entry.key)
         what = f"BatchGetItem of {len(chunk)} keys from {sorted(request)}"
         backoff = self.retry.start(what)
-        found: dict[tuple[str, ...], Item] = {}
+        found: dict[ItemId, Item] = {}
         while request:
             response = self.retry.call(
                 partial(
@@ -327,13 +407,20 @@ class AggregateWriter:
                 )
         return found, stats
 
-    def _apply(self, entry: _Pending, item: Item | None) -> WriteStats:
+    def _apply(
+        self, item_id: ItemId, entry: _Pending, item: Item | None, from_cache: bool
+    ) -> WriteStats:
         stats = WriteStats()
+        stats.items_from_cache = int(from_cache)
+        # Until the put is known to have landed, the copy may be stale.
+        self.cache.forget(item_id)
         for _attempt in range(MAX_CONFLICT_RETRIES):
             put_request, skipped = self._merge(entry, item)
             stats.deltas_skipped = skipped
             if put_request is None:
                 stats.items_unchanged += 1
+                if item is not None:
+                    self.cache.put(item_id, item)
                 return stats
             try:
                 response = self.retry.call(
@@ -347,10 +434,14 @@ class AggregateWriter:
                 stats.conflicts += 1
                 stats.requests["PutItem"] += 1
                 logger.debug("version conflict on %s; merging again", entry.describe())
+                if from_cache:
+                    self.cache.contended(item_id)
+                    from_cache = False
                 item = exc.response.get("Item") or self._get(entry, stats)
                 continue
             stats.count("PutItem", response)
             stats.items_written += 1
+            self.cache.put(item_id, put_request["Item"])
             return stats
         raise SinkError(
             f"PutItem {entry.describe()}: still conflicting after "

@@ -2,17 +2,19 @@
 
 Kinesis (kinesis-mock): put, per-shard read-back, resharding. DynamoDB and
 S3 (moto): the tables and bucket `devenv.create_resources` makes are usable,
-and conditional writes are atomic under concurrent writers
-(`devenv.motoserver`).
+conditional writes are atomic under concurrent writers, and connections are
+kept between requests (`devenv.motoserver`).
 """
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -161,6 +163,74 @@ def test_create_resources_is_idempotent(
     # THEN nothing fails and the same stream is returned
     assert again.stream_arn == resources.stream_arn
     assert len(_shards(kinesis, resources.stream_name)) == 4
+
+
+def _connection(endpoint_url: str | None) -> http.client.HTTPConnection:
+    parts = urlsplit(endpoint_url or "")
+    assert parts.scheme == "http" and parts.hostname and parts.port, endpoint_url
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+
+
+def _signed_headers(service: str) -> dict[str, str]:
+    """Headers that name ``service`` as SigV4 would (emulators do not verify)."""
+    return {
+        "Authorization": (
+            f"AWS4-HMAC-SHA256 Credential=test/20261204/us-east-1/{service}/"
+            "aws4_request, SignedHeaders=host, Signature=0"
+        ),
+    }
+
+
+def test_dynamodb_answers_several_requests_on_one_connection(
+    settings: Settings, resources: Resources
+) -> None:
+    # GIVEN one HTTP connection to the DynamoDB endpoint
+    connection = _connection(settings.dynamodb_endpoint_url)
+    headers = {
+        **_signed_headers("dynamodb"),
+        "Content-Type": "application/x-amz-json-1.0",
+        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+    }
+    sockets = []
+    try:
+        for _request in range(3):
+            # WHEN requests follow each other on it
+            connection.request("POST", "/", body=b"{}", headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            # THEN each is answered and the connection stays open
+            assert response.status == 200, body
+            assert b"TableNames" in body
+            assert response.getheader("Connection", "").lower() != "close"
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+    assert sockets[0] is not None and sockets.count(sockets[0]) == 3
+
+
+def test_s3_stores_a_chunked_upload_and_answers_after_it(
+    settings: Settings, resources: Resources, s3: Any
+) -> None:
+    # GIVEN a body sent in chunks (no Content-Length), as streaming uploads do
+    chunks = [b"first chunk,", b"second chunk"]
+    connection = _connection(settings.s3_endpoint_url)
+    try:
+        connection.request(
+            "PUT",
+            f"/{resources.bucket}/chunked/object",
+            body=iter(chunks),
+            headers={**_signed_headers("s3"), "Transfer-Encoding": "chunked"},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+    finally:
+        connection.close()
+
+    # THEN it is stored whole, and the next requests are answered
+    got = s3.get_object(Bucket=resources.bucket, Key="chunked/object")
+    assert got["Body"].read() == b"".join(chunks)
 
 
 WRITERS = 8

@@ -11,6 +11,7 @@ the RED counts exactly once.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ import pytest
 from moto import mock_aws
 from otlpfactory import make_request, make_span
 
+from bench.kcl import flushes_logged
+from consumers.logs import JsonFormatter
 from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
 from spanstream.flushlog import (
@@ -526,3 +529,42 @@ def test_crashes_at_any_step_lose_and_double_nothing(
     rows = readers.scan_metrics(dynamodb, settings)
     assert sum(row.stats.count for row in rows) == 120
     assert stored.position == Position(records[-1].ref.sequence_number)
+
+
+def test_flush_lines_say_when_the_writes_were_done_before_the_checkpoint(
+    dynamodb: Any,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    # GIVEN writes that take 3 s and a checkpoint that takes 2 s more
+    clock = Clock()
+
+    class SlowProcessor(RecordingProcessor):
+        def flush(
+            self, everything: bool = False, clock_secs: float | None = None
+        ) -> FlushResult:
+            clock.now += 3.0
+            return super().flush(everything, clock_secs)
+
+    def slow_checkpoint(sequence_number: str | None, sub: int | None) -> None:
+        clock.now += 2.0
+
+    shard = ExactlyOnceShard(
+        SlowProcessor(), flush_log(dynamodb, settings), 10.0, clock
+    )
+    shard.start(Position("TRIM_HORIZON"))
+    clock.now = 10.0
+    with caplog.at_level(logging.INFO, logger="spanstream.flushlog"):
+        shard.process(plain_records(1, 5), slow_checkpoint)
+    # WHEN the benchmark reads the worker's JSON log line of that flush
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records if "flushed" in r.message]
+    assert len(lines) == 1
+    log_path = tmp_path / "worker.log"
+    log_path.write_text("\n".join(lines) + "\n")
+    (flush,) = flushes_logged(log_path, "spans")
+    # THEN the flush counts as done when its writes were, 2 s before the line
+    logged_at = json.loads(lines[0])["unix_secs"]
+    assert flush.done_unix_secs == pytest.approx(logged_at - 2.0, abs=0.01)
+    assert flush.covered == {SHARD: 5}

@@ -7,6 +7,7 @@ sealing, retries after a failed write) can be checked exactly.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -143,6 +144,59 @@ def test_flush_together_writes_all_shards_deltas_in_one_call() -> None:
         "shard-1": "101",
         "shard-2": "102",
     }
+
+
+class _OverlapArchive:
+    """Writes only once the aggregate write has started (or fails)."""
+
+    def __init__(self, aggregate_started: threading.Event, fail: bool) -> None:
+        self.aggregate_started = aggregate_started
+        self.fail = fail
+        self.overlapped: list[bool] = []
+
+    def write(self, batch: SpanBatch, flush_range: FlushRange) -> list[str]:
+        self.overlapped.append(self.aggregate_started.wait(timeout=10))
+        if self.fail:
+            self.fail = False
+            raise SinkError("injected archive failure")
+        return [flush_range.object_stem()]
+
+
+class _SignallingAggregates(_Aggregates):
+    def __init__(self, owner: Recorder, started: threading.Event) -> None:
+        super().__init__(owner)
+        self.started = started
+
+    def write(self, deltas: list[AggregateDelta]) -> None:
+        self.started.set()
+        super().write(deltas)
+
+
+@pytest.mark.parametrize("archive_fails", [False, True])
+def test_objects_and_aggregates_are_written_at_the_same_time(
+    archive_fails: bool,
+) -> None:
+    # The archive write waits for the aggregate write to begin: written one
+    # after the other, it would time out and record False.
+    recorder = Recorder()
+    started = threading.Event()
+    archive = _OverlapArchive(started, fail=archive_fails)
+    sinks = Sinks(
+        archive, _DeadLetters(recorder), _SignallingAggregates(recorder, started)
+    )
+    processor = ShardProcessor(Settings(), "spans", "shard-0", sinks)
+    processor.process([record("shard-0", 7)])
+    if archive_fails:
+        with pytest.raises(SinkError, match="injected archive failure"):
+            flush_together([processor], sinks)
+        # The aggregates were written, the unit stays sealed: the next flush
+        # writes both again (the sinks skip what they already hold).
+        assert processor.has_pending
+        assert len(recorder.aggregate_writes) == 1
+    results = flush_together([processor], sinks)
+    assert results["shard-0"].checkpoint_sequence_number == "7"
+    assert archive.overlapped == [True] * (2 if archive_fails else 1)
+    assert not processor.has_pending
 
 
 def test_discard_drops_unflushed_state() -> None:

@@ -130,11 +130,17 @@ def test_writing_the_same_delta_twice_counts_it_once(
     first = writer.write([the_delta])
     before = {t: all_items(dynamodb, settings, t) for t in ("metrics", "edges")}
     second = writer.write([the_delta])
+    # A restarted process replays it with nothing cached: it reads once.
+    restarted = AggregateWriter(dynamodb, settings, retry=no_sleep_retry())
+    third = restarted.write([the_delta])
 
     assert (first.items_written, first.items_unchanged) == (4, 0)
-    assert (second.items_written, second.items_unchanged) == (0, 4)
-    assert second.deltas_skipped == 4
-    assert second.requests == {"BatchGetItem": 1}
+    for again in (second, third):
+        assert (again.items_written, again.items_unchanged) == (0, 4)
+        assert again.deltas_skipped == 4
+    # The writer knows the items as it put them: no request at all.
+    assert (second.requests, second.items_from_cache) == ({}, 4)
+    assert (third.requests, third.items_from_cache) == ({"BatchGetItem": 1}, 0)
     assert {t: all_items(dynamodb, settings, t) for t in before} == before
     [row] = readers.read_metrics(dynamodb, settings, "acme", "checkout")
     assert row.stats == stats(1_000, 2_000, errors=1)
@@ -393,6 +399,94 @@ def test_hostile_names_stay_isolated_per_tenant(
     ]
     assert [r.stats.count for r in readers.read_edges(dynamodb, settings, "x")] == [1]
     assert readers.read_edges(dynamodb, settings, "x#y")[0].key.client == "z"
+
+
+# The writer's copies of the items it put ---------------------------------------
+
+
+def counts(dynamodb: Any, settings: Settings, service: str = "checkout") -> int:
+    """Spans counted for ``service``, over all windows."""
+    rows = readers.read_metrics(dynamodb, settings, "acme", service)
+    return sum(row.stats.count for row in rows)
+
+
+def test_a_cached_copy_that_lost_a_race_is_merged_and_then_read_first(
+    dynamodb: Any, settings: Settings
+) -> None:
+    ours = AggregateWriter(dynamodb, settings, retry=no_sleep_retry())
+    theirs = AggregateWriter(dynamodb, settings, retry=no_sleep_retry())
+    ours.write([delta(flush(1, 1, 2), metrics={red(): stats(1)})])
+    theirs.write([delta(flush(2, 1, 2), metrics={red(): stats(2, 3)})])
+
+    # Our copy is stale: its put fails and the item as it is gets merged.
+    stale = ours.write([delta(flush(1, 3, 4), metrics={red(): stats(4)})])
+    assert (stale.items_from_cache, stale.conflicts, stale.items_written) == (1, 1, 1)
+    assert "BatchGetItem" not in stale.requests
+    assert counts(dynamodb, settings) == 4
+
+    # The series is shared: from now on it is read before the put, even in
+    # another window (the same partition key), and no put is lost.
+    later = red(window_start_secs=WINDOW + 60)
+    after = ours.write(
+        [delta(flush(1, 5, 6), metrics={red(): stats(5), later: stats(6)})]
+    )
+    assert (after.items_from_cache, after.conflicts) == (0, 0)
+    assert after.requests == {"BatchGetItem": 1, "PutItem": 2}
+    assert counts(dynamodb, settings) == 6
+
+
+def test_the_cache_keeps_the_items_put_last_up_to_its_size(
+    dynamodb: Any, settings: Settings
+) -> None:
+    writer = AggregateWriter(dynamodb, settings, retry=no_sleep_retry(), cached_items=2)
+    three = ("a", "b", "c")
+    writer.write(
+        [delta(flush(1, 1, 2), metrics={red(service=x): stats(1) for x in three})]
+    )
+    assert len(writer.cache) == 2
+
+    result = writer.write(
+        [delta(flush(1, 3, 4), metrics={red(service=x): stats(2) for x in three})]
+    )
+    assert (result.items_from_cache, result.requests["BatchGetItem"]) == (2, 1)
+    assert [counts(dynamodb, settings, x) for x in three] == [2, 2, 2]
+
+
+def test_no_copy_is_kept_of_an_item_whose_put_failed(
+    dynamodb: Any, settings: Settings
+) -> None:
+    # GIVEN an item this writer put (and keeps a copy of)
+    flaky: Any = Proxy(dynamodb)
+    writer = AggregateWriter(flaky, settings, retry=no_sleep_retry())
+    writer.write([delta(flush(1, 1, 2), metrics={red(): stats(1)})])
+
+    # WHEN its next put fails after reaching DynamoDB (the answer was lost)
+    def put_item(**kwargs: Any) -> Any:
+        dynamodb.put_item(**kwargs)
+        raise ClientError({"Error": {"Code": "ValidationException"}}, "PutItem")
+
+    flaky.put_item = put_item
+    with pytest.raises(SinkError):
+        writer.write([delta(flush(1, 3, 4), metrics={red(): stats(2)})])
+    del flaky.put_item
+
+    # THEN the retry reads the item as it is, and counts the range once
+    retried = writer.write([delta(flush(1, 3, 4), metrics={red(): stats(2)})])
+    assert (retried.items_from_cache, retried.items_unchanged) == (0, 1)
+    assert retried.requests == {"BatchGetItem": 1}
+    assert counts(dynamodb, settings) == 2
+
+
+def test_without_a_cache_every_write_reads_first(
+    dynamodb: Any, settings: Settings
+) -> None:
+    writer = AggregateWriter(dynamodb, settings, retry=no_sleep_retry(), cached_items=0)
+    for first in (1, 3):
+        result = writer.write(
+            [delta(flush(1, first, first + 1), metrics={red(): stats(first)})]
+        )
+        assert result.requests == {"BatchGetItem": 1, "PutItem": 1}
+    assert counts(dynamodb, settings) == 2
 
 
 # Batching, capacity and retries ------------------------------------------------
