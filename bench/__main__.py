@@ -227,14 +227,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": vars(profile),
     }
     measurements: dict[str, Any] = {}
+    failed: dict[str, str] = {}
     for name in args.only or MEASUREMENTS:
         step_started = time.monotonic()
         logger.info("measuring %s", name)
-        found = MEASUREMENTS[name](ctx)
+        try:
+            found = MEASUREMENTS[name](ctx)
+        except Exception as exc:
+            # The other measurements still run and are written; the run
+            # fails at the end, naming this one.
+            logger.exception("measurement %s failed", name)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            continue
         measurements.update(found if name in ("e2e", "kcl") else {name: found})
         logger.info("%s took %.1f s", name, time.monotonic() - step_started)
     results["workload"] = workload.describe(ctx.workload)
     results["measurements"] = measurements
+    results["failed"] = failed
     keys = report.headline(measurements)
     results.update(keys)
     results["targets"] = report.targets(keys, measurements)
@@ -243,7 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(report.render(results))
     print(f"\nwrote {output} in {results['elapsed_secs']} s")
-    return 0
+    for name, error in failed.items():
+        print(f"FAILED: measurement {name}: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

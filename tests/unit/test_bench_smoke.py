@@ -13,7 +13,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import bench.__main__ as bench_main
 from bench.e2e import Flush, PutRecord, SteadyRun
 from bench.lag import lag_percentiles
 from bench.report import HEADLINE_KEYS
@@ -68,3 +70,26 @@ def test_lag_is_the_first_covering_flush_minus_the_put_time() -> None:
     assert lag["p50_secs"] == 18.0
     assert lag["p99_secs"] == 19.0
     assert lag["max_secs"] == 19.0
+
+
+def test_a_failed_measurement_fails_the_run_and_keeps_the_others(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    # GIVEN a run whose KCL measurement fails after the memory one worked
+    def broken(ctx: Any) -> dict[str, Any]:
+        raise RuntimeError("kinesis-mock stopped answering")
+
+    monkeypatch.setitem(bench_main.MEASUREMENTS, "kcl", broken)
+    output = tmp_path / "results.json"
+
+    # WHEN it runs
+    code = bench_main.main(
+        ["--quick", "--only", "memory", "kcl", "--output", str(output)]
+    )
+
+    # THEN it fails naming the measurement, with the memory figure written
+    assert code == 1
+    results = json.loads(output.read_text(encoding="utf-8"))
+    assert results["failed"] == {"kcl": "RuntimeError: kinesis-mock stopped answering"}
+    assert results["peak_rss_mb"] > 0
+    assert "FAILED: measurement kcl" in capsys.readouterr().err
