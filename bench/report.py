@@ -259,7 +259,8 @@ def render(results: dict[str, Any]) -> str:
             f", KCL/local {b['kcl_over_local']}x, same emulators"
         )
         lines.append(
-            f"[KCL] lag put -> durable at {st['spans_per_sec']:g} spans/s (achieved "
+            "[KCL] lag put -> counted in DynamoDB (before the checkpoint) at "
+            f"{st['spans_per_sec']:g} spans/s (achieved "
             f"{st['achieved_spans_per_sec']:,}), flush every "
             f"{st['flush_interval_secs']:g} s: p50 {st['p50_secs']} s, p99 "
             f"{st['p99_secs']} s, max {st['max_secs']} s ({st['flushes']} flushes)"
