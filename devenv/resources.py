@@ -246,10 +246,30 @@ def delete_stores(
 
 
 def delete_stream(kinesis: Any, stream_name: str, timeout_secs: float) -> None:
-    """Delete ``stream_name`` (and its consumers); return once it is gone."""
-    try:
-        kinesis.delete_stream(StreamName=stream_name, EnforceConsumerDeletion=True)
+    """Delete ``stream_name`` (and its consumers); return once it is gone.
+
+    A stream still being resharded (``UPDATING``) refuses deletion with
+    ``ResourceInUseException``; the call is repeated until the stream is
+    active again and takes it, or ``timeout_secs`` pass.
+    """
+
+    def request_deletion() -> bool:
+        try:
+            kinesis.delete_stream(StreamName=stream_name, EnforceConsumerDeletion=True)
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceInUseException":
+                return False
+            raise
         logger.info("deleting stream %s", stream_name)
+        return True
+
+    try:
+        wait_until(
+            request_deletion,
+            timeout_secs=timeout_secs,
+            what=f"stream {stream_name} accepting its deletion",
+            poll_interval_secs=0.25,
+        )
     except ClientError as exc:
         if _error_code(exc) not in _NOT_FOUND:
             raise
