@@ -36,6 +36,7 @@ from consumers.aws_lambda.settings import LambdaSettings
 from consumers.aws_lambda.spans import SpansStage, window_input
 from consumers.aws_lambda.stage import BatchInput, Outcome, Stage
 from consumers.aws_lambda.units import StreamReader
+from spanstream import heap
 from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.sinks.factory import make_sinks
@@ -152,7 +153,9 @@ class LambdaRuntime:
 @cache
 def runtime() -> LambdaRuntime:
     """Return this execution environment's runtime, built on first use."""
-    return LambdaRuntime.from_env()
+    built = LambdaRuntime.from_env()
+    heap.settle("Lambda runtime")
+    return built
 
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]

@@ -33,6 +33,7 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor
 
 from consumers.logs import log_json_to_stderr
+from spanstream import heap
 from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.errors import ConfigError, SpanstreamError
@@ -162,6 +163,8 @@ class SpanstreamRecordProcessor(processor.RecordProcessorBase):
             initialize_input.sequence_number or "TRIM_HORIZON",
             int(initialize_input.sub_sequence_number or 0),
         )
+        # One process per lease: what it built so far stays for its lifetime.
+        heap.settle(f"record processor of {self._shard_id}")
         logger.info(
             "lease taken: %s/%s (stage %s) from checkpoint %s",
             self._stream,

@@ -17,6 +17,7 @@ from types import FrameType
 
 from consumers.local.runner import LocalRunner
 from consumers.logs import log_json_to_stderr
+from spanstream import heap
 from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.errors import ConfigError
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_sinks(settings, s3, dynamodb),
         start_at_latest=args.start_at_latest,
     )
+    heap.settle("local runner")
     logger.info("reading stream %s", settings.stream_name)
     stats = runner.run(lambda _: stop_requested, deadline_secs=float("inf"))
     logger.info("stopped after %d records, %d spans", stats.records, stats.spans)
