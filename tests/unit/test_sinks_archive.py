@@ -23,6 +23,7 @@ from spanstream.errors import SinkError
 from spanstream.model import SPAN_COLUMNS, SpanBatch
 from spanstream.sinks.archive import (
     ARCHIVE_SCHEMA,
+    UNIQUE_VALUED_COLUMNS,
     ArchiveWriter,
     encode_parquet,
     schema_document,
@@ -165,6 +166,21 @@ def test_files_are_zstd_compressed() -> None:
     data = encode_parquet(make_batch([("acme", T0_NANOS)]))
     metadata = pq.ParquetFile(io.BytesIO(data)).metadata
     assert metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_ids_and_times_are_written_plain_and_the_rest_with_dictionaries() -> None:
+    data = encode_parquet(make_batch([("acme", T0_NANOS + i) for i in range(50)]))
+    row_group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    dictionary_encoded = {
+        column.path_in_schema: any("DICTIONARY" in e for e in column.encodings)
+        for column in map(row_group.column, range(row_group.num_columns))
+    }
+
+    plain = {path for path, dictionary in dictionary_encoded.items() if not dictionary}
+    # booleans have no dictionary encoding
+    assert plain == UNIQUE_VALUED_COLUMNS | {"is_error", "is_cold_start"}
+    assert dictionary_encoded["span_attributes.key_value.key"]
+    assert dictionary_encoded["service"]
 
 
 def test_hive_partitions_are_readable_by_pyarrow_dataset(
