@@ -45,6 +45,7 @@ from bench.lag import weighted_percentile
 from bench.timing import machine
 from consumers.local.runner import ShardReader
 from devenv.resources import create_resources
+from spanstream import heap
 from spanstream.aws import make_client
 from spanstream.config import Settings
 from spanstream.sinks.factory import make_sinks
@@ -200,6 +201,7 @@ def soak(
     tracker = LagTracker()
     runner = _SoakRunner(tracker, settings, kinesis, make_sinks(settings, s3, dynamodb))
     runner.discover_shards()
+    heap.settle("soak runner")  # as the local runner's shell does
     context = multiprocessing.get_context("fork")
     ticks = context.Queue()
     producer = context.Process(
