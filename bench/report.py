@@ -154,7 +154,8 @@ def render(results: dict[str, Any]) -> str:
             lines.append("")
             lines.append(
                 f"[1,2] spans/s per core (CPU {t['pinned_cpu']}), decoder {decoder}, "
-                f"median of {t['repeats']}; speed-ups are medians of paired ratios"
+                f"median of {t['repeats']}; speed-ups are medians of paired ratios;"
+                " gc: share of the pass spent in the garbage collector"
             )
             rows = [
                 [
@@ -165,6 +166,8 @@ def render(results: dict[str, Any]) -> str:
                     r["naive"],
                     r["full_over_naive"],
                     r["decode_aggregate_over_naive"],
+                    f"{r['full_gc_share']:.1%}",
+                    f"{r['naive_gc_share']:.1%}",
                 ]
                 for form, r in ((f, by_form[f]) for f in FORMS)
             ]
@@ -177,6 +180,8 @@ def render(results: dict[str, Any]) -> str:
                     "naive",
                     "full/naive",
                     "dec+agg/naive",
+                    "gc full",
+                    "gc naive",
                 ],
                 rows,
             )

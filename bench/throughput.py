@@ -36,7 +36,7 @@ from typing import Any
 
 from bench import naive
 from bench.nullaws import NullDynamoDB, NullS3
-from bench.timing import median, pinned, timed
+from bench.timing import median, pinned, timed, timed_with_collector
 from bench.workload import FORMS, REFERENCE_FORM, STREAM, Workload
 from spanstream import heap
 from spanstream.aggregate.aggregator import ShardAggregator
@@ -149,6 +149,9 @@ def run_full_path(
     return spans
 
 
+_DIGITS = {"naive": 2, "share": 3}  # (..._over_)naive: ratios
+
+
 @dataclass
 class FormResult:
     """Median rates of one form and decoder, and the paired speed-ups."""
@@ -159,10 +162,13 @@ class FormResult:
     naive: list[float] = field(default_factory=list)
     full_over_naive: list[float] = field(default_factory=list)
     decode_aggregate_over_naive: list[float] = field(default_factory=list)
+    #: shares of each pass's time spent in the garbage collector
+    full_gc_share: list[float] = field(default_factory=list)
+    naive_gc_share: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
         return {
-            name: round(median(values), 2 if "over" in name else 0)
+            name: round(median(values), _DIGITS.get(name.rpartition("_")[2], 0))
             for name, values in vars(self).items()
             if values
         }
@@ -183,13 +189,15 @@ def measure_throughput(
         for _ in range(repeats):
             for form in FORMS:
                 records = workload.records[form]
-                naive_rate = _rate(partial(naive.consume, records), workload)
+                naive_rate, naive_gc_share = _rate_and_gc_share(
+                    partial(naive.consume, records), workload
+                )
                 for decoder, by_form in results.items():
                     with heap.tuned_thresholds():
                         decode_secs, aggregate_secs, spans = stage_seconds(
                             records, settings, decoder
                         )
-                        full_rate = _rate(
+                        full_rate, full_gc_share = _rate_and_gc_share(
                             partial(run_full_path, records, settings, decoder),
                             workload,
                         )
@@ -200,6 +208,8 @@ def measure_throughput(
                     )
                     result.full.append(full_rate)
                     result.naive.append(naive_rate)
+                    result.full_gc_share.append(full_gc_share)
+                    result.naive_gc_share.append(naive_gc_share)
                     result.full_over_naive.append(full_rate / naive_rate)
                     result.decode_aggregate_over_naive.append(
                         spans / (decode_secs + aggregate_secs) / naive_rate
@@ -227,8 +237,11 @@ def freeze_fixtures() -> None:
     gc.freeze()
 
 
-def _rate(function: Callable[[], object], workload: Workload) -> float:
-    return workload.span_count / timed(function)
+def _rate_and_gc_share(
+    function: Callable[[], object], workload: Workload
+) -> tuple[float, float]:
+    secs, collector_secs = timed_with_collector(function)
+    return workload.span_count / secs, collector_secs / secs
 
 
 # -- item 6: two workers on two cores ------------------------------------

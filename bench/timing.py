@@ -53,6 +53,31 @@ def timed(function: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+def timed_with_collector(function: Callable[[], Any]) -> tuple[float, float]:
+    """Return ``(seconds, collector seconds)`` of ``function()``, as `timed`
+    measures it; the second is the time CPython's cyclic garbage collector
+    spent in collections during the call (its ``gc.callbacks``)."""
+    spent = 0.0
+    started_at = 0.0
+
+    def note(phase: str, _info: dict[str, Any]) -> None:
+        nonlocal spent, started_at
+        if phase == "start":
+            started_at = time.perf_counter()
+        else:
+            spent += time.perf_counter() - started_at
+
+    gc.collect()
+    gc.callbacks.append(note)
+    try:
+        started = time.perf_counter()
+        function()
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.callbacks.remove(note)
+    return elapsed, spent
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

@@ -9,6 +9,7 @@ a smoke run measures nothing worth comparing.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import bench.__main__ as bench_main
 from bench.e2e import Flush, PutRecord, SteadyRun
 from bench.lag import lag_percentiles
 from bench.report import HEADLINE_KEYS
+from bench.timing import timed_with_collector
 from spanstream.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,31 @@ def test_quick_run_writes_every_headline_key_as_a_number(tmp_path: Path) -> None
     assert lambda_shape["per_million_spans"]["lambda_gb_seconds"] > 0
     assert lambda_shape["calls"]["dynamodb:PutItem"] > 0  # its checkpoints
     assert lambda_shape["added"] == ["kcl-trace-stage"]
+    protobuf = results["measurements"]["throughput"]["by_decoder"]["python"]["protobuf"]
+    assert 0 <= protobuf["full_gc_share"] < 1
+    assert 0 <= protobuf["naive_gc_share"] < 1
+    assert "gc full" in done.stdout
+
+
+def test_collector_time_is_the_time_collections_took() -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    def collects() -> None:
+        for _ in range(20):
+            _ = [Cycle() for _ in range(2_000)]
+            gc.collect()
+
+    secs, collector_secs = timed_with_collector(collects)
+    assert 0 < collector_secs <= secs
+
+    gc.disable()
+    try:
+        _, none = timed_with_collector(lambda: [Cycle() for _ in range(2_000)])
+    finally:
+        gc.enable()
+    assert none == 0.0
 
 
 def test_lag_is_the_first_covering_flush_minus_the_put_time() -> None:
