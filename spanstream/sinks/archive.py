@@ -160,11 +160,34 @@ DICTIONARY_COLUMNS = [
 ]
 
 
+#: Columns whose min/max statistics a reader can skip data with: the times
+#: and duration, the error flags and the low-cardinality names queries
+#: filter on. Ids, free text, sequence numbers and attribute maps have none:
+#: an object's rows are in arrival order, so their ranges span nearly every
+#: value and prune nothing, and computing them took a fifth of the encoding
+#: time on the reference workload.
+STATISTICS_COLUMNS = [
+    "service",
+    "operation",
+    "span_kind",
+    "start_unix_nanos",
+    "end_unix_nanos",
+    "duration_nanos",
+    "status_code",
+    "is_error",
+    "http_status_code",
+]
+
+
 def encode_table(table: pa.Table) -> bytes:
     """Return an `arrow_table` as a zstd-compressed Parquet file."""
     sink = pa.BufferOutputStream()
     pq.write_table(
-        table, sink, compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
+        table,
+        sink,
+        compression=COMPRESSION,
+        use_dictionary=DICTIONARY_COLUMNS,
+        write_statistics=STATISTICS_COLUMNS,
     )
     return bytes(sink.getvalue().to_pybytes())
 
@@ -297,4 +320,5 @@ def schema_document() -> dict[str, Any]:
             {"name": name, "type": kind} for name, kind in SPAN_COLUMNS.items()
         ],
         "partition_keys": PARTITION_KEY_DOCUMENTS,
+        "statistics_columns": STATISTICS_COLUMNS,
     }

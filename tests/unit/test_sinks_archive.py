@@ -23,6 +23,7 @@ from spanstream.errors import SinkError
 from spanstream.model import SPAN_COLUMNS, SpanBatch
 from spanstream.sinks.archive import (
     ARCHIVE_SCHEMA,
+    STATISTICS_COLUMNS,
     UNIQUE_VALUED_COLUMNS,
     ArchiveWriter,
     encode_parquet,
@@ -181,6 +182,22 @@ def test_ids_and_times_are_written_plain_and_the_rest_with_dictionaries() -> Non
     assert plain == UNIQUE_VALUED_COLUMNS | {"is_error", "is_cold_start"}
     assert dictionary_encoded["span_attributes.key_value.key"]
     assert dictionary_encoded["service"]
+
+
+def test_only_the_filter_columns_carry_min_max_statistics() -> None:
+    starts = [T0_NANOS + i * 7 for i in range(50)]
+    data = encode_parquet(make_batch([("acme", start) for start in starts]))
+    row_group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    columns = {
+        column.path_in_schema: column
+        for column in map(row_group.column, range(row_group.num_columns))
+    }
+
+    with_statistics = {path for path, column in columns.items() if column.is_stats_set}
+    assert with_statistics == set(STATISTICS_COLUMNS)
+    start_statistics = columns["start_unix_nanos"].statistics
+    assert (start_statistics.min, start_statistics.max) == (min(starts), max(starts))
+    assert columns["is_error"].statistics.null_count == 0
 
 
 def test_hive_partitions_are_readable_by_pyarrow_dataset(
