@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 mod extract;
 mod json;
+mod maps;
 mod operation;
 mod render;
 mod wire;
@@ -213,6 +214,7 @@ fn spanstream_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(parse, module)?)?;
     module.add_function(wrap_pyfunction!(extract_into, module)?)?;
     module.add_function(wrap_pyfunction!(parse_otlp_json, module)?)?;
+    module.add_function(wrap_pyfunction!(maps::flatten_string_maps, module)?)?;
     module.add(
         "ProtobufPayloadError",
         py.get_type::<ProtobufPayloadError>(),

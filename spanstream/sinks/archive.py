@@ -23,6 +23,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+try:
+    from spanstream_native import flatten_string_maps as _flatten_string_maps
+except ImportError:  # the extension is optional; python_map_array does the same
+    _flatten_string_maps = None
+
 from spanstream.aggregate.types import FlushRange
 from spanstream.model import SPAN_COLUMNS, SpanBatch
 from spanstream.sinks.keys import encode_component
@@ -84,12 +89,56 @@ def _arrow_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
 def _map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
     """Return a column of string dicts as a map array (None: not only dicts).
 
+    The compiled path (`native_map_array`) copies the dicts' UTF-8 straight
+    into the array's buffers; where it is not installed, or declines the
+    column, `python_map_array` builds the same array. None means the column
+    holds something unusual, so that `pa.array` decides, and raises, exactly
+    as it always did.
+    """
+    if not maps:
+        return None
+    if _flatten_string_maps is not None:
+        array = native_map_array(maps, arrow_type)
+        if array is not None:
+            return array
+    return python_map_array(maps, arrow_type)
+
+
+def native_map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    """Return ``maps`` as a map array built by `spanstream_native`.
+
+    Returns None when the extension is missing or declines the column: it
+    takes only a list of exact dicts with exact `str` keys and values that
+    encode as UTF-8 (`native/src/maps.rs`).
+    """
+    if _flatten_string_maps is None or type(maps) is not list:
+        return None
+    buffers = _flatten_string_maps(maps)
+    if buffers is None:
+        return None
+    entries, map_offsets, key_offsets, key_data, value_offsets, value_data = buffers
+    offsets = pa.Array.from_buffers(
+        pa.int32(), len(maps) + 1, [None, pa.py_buffer(map_offsets)]
+    )
+    keys = _string_array(entries, key_offsets, key_data)
+    items = _string_array(entries, value_offsets, value_data)
+    return pa.MapArray.from_arrays(offsets, keys, items, type=arrow_type)
+
+
+def _string_array(count: int, offsets: bytes, data: bytes) -> pa.Array:
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.string(), count, buffers)
+
+
+def python_map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    """Return ``maps`` as a map array built in Python (None: not only dicts).
+
     pyarrow converts a list of dicts entry by entry; flattening the keys and
     values into two string arrays is about twice as fast and gives the same
     array. A record's spans share one resource attributes dict, so repeated
     dicts (by identity) are converted once and repeated with ``take``.
     Anything unusual (not a dict, a null key, a value pyarrow refuses) gives
-    None, so that `pa.array` decides, and raises, exactly as it always did.
+    None.
     """
     if not maps or set(map(type, maps)) != {dict}:
         return None

@@ -8,10 +8,13 @@ conversion of each object's rows gave.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
@@ -24,6 +27,8 @@ from spanstream.sinks.archive import (
     arrow_table,
     encode_parquet,
     group_rows,
+    native_map_array,
+    python_map_array,
 )
 from spanstream.sinks.retry import RetryPolicy
 
@@ -71,6 +76,86 @@ def test_map_columns_equal_the_plain_conversion(maps: list[Any]) -> None:
 )
 def test_anything_unusual_is_left_to_pyarrow(maps: list[Any]) -> None:
     assert _map_array(maps, MAP_TYPE) is None
+
+
+_EMPTY: dict[str, str] = {}
+PLAIN_COLUMNS = [
+    [SHARED] * 6,
+    [_EMPTY, _EMPTY, SHARED, SHARED, _EMPTY, {"a": "b"}, {"a": "b"}, SHARED],
+    [SHARED, {"a": "1"}, SHARED, {}, SHARED],
+    [{"k": str(i), "x": "y"} for i in range(5)],
+    [{}, {}, {"é": "ü", "": "", "🚀": "日本"}],
+    [{"z": "1", "a": "2"}],
+]
+
+
+@pytest.mark.parametrize("maps", PLAIN_COLUMNS)
+@pytest.mark.parametrize("build", [native_map_array, python_map_array])
+def test_both_builders_give_the_plain_conversion(build: Any, maps: list[Any]) -> None:
+    # The extension is built by `make install`: a missing one fails here.
+    array = build(maps, MAP_TYPE)
+
+    assert array is not None
+    assert array.type == MAP_TYPE
+    array.validate(full=True)
+    assert array.equals(_plain(maps))
+
+
+class _Text(str):
+    pass
+
+
+class _Dict(dict[str, str]):
+    pass
+
+
+@pytest.mark.parametrize(
+    "maps",
+    [
+        [{"a": None}],
+        [{"bytes": b"raw"}],
+        [{None: "a"}],
+        [{1: "a"}],
+        [SHARED, {"a": 1}],
+        [None, SHARED],
+        [_Dict(a="b")],
+        [OrderedDict(a="b")],
+        [{_Text("a"): "b"}],
+        [{"a": _Text("b")}],
+        [{"lone \udc80 surrogate": "x"}],
+    ],
+)
+def test_the_compiled_builder_declines_anything_but_plain_strings(
+    maps: list[Any],
+) -> None:
+    assert native_map_array(maps, MAP_TYPE) is None
+
+
+def test_the_compiled_builder_takes_only_lists() -> None:
+    assert native_map_array((SHARED, SHARED), MAP_TYPE) is None  # type: ignore[arg-type]
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@given(st.lists(st.dictionaries(_TEXT, _TEXT, max_size=6), max_size=30), st.data())
+def test_compiled_maps_equal_pyarrow_for_any_strings(
+    distinct: list[dict[str, str]], data: st.DataObject
+) -> None:
+    # Spans of one record share its resource dict: repeat some by identity.
+    maps = [
+        data.draw(st.sampled_from(distinct)) if distinct and reuse else fresh
+        for fresh, reuse in data.draw(
+            st.lists(
+                st.tuples(st.dictionaries(_TEXT, _TEXT, max_size=4), st.booleans())
+            )
+        )
+    ]
+    array = native_map_array(maps, MAP_TYPE)
+
+    assert array is not None
+    array.validate(full=True)
+    assert array.equals(_plain(maps))
 
 
 def test_bad_values_raise_what_pyarrow_raises() -> None:
