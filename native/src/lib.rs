@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
+mod columns;
 mod extract;
 mod json;
 mod maps;
@@ -215,6 +216,9 @@ fn spanstream_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(extract_into, module)?)?;
     module.add_function(wrap_pyfunction!(parse_otlp_json, module)?)?;
     module.add_function(wrap_pyfunction!(maps::flatten_string_maps, module)?)?;
+    module.add_function(wrap_pyfunction!(columns::string_column, module)?)?;
+    module.add_function(wrap_pyfunction!(columns::int_column, module)?)?;
+    module.add_function(wrap_pyfunction!(columns::bool_column, module)?)?;
     module.add(
         "ProtobufPayloadError",
         py.get_type::<ProtobufPayloadError>(),

@@ -12,53 +12,9 @@
 //! the Python path decides (and raises) as it always did.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
-/// The buffers of one Arrow string array: offsets and UTF-8 data.
-struct StringBuffers {
-    offsets: Vec<i32>,
-    data: Vec<u8>,
-}
-
-impl StringBuffers {
-    fn new() -> Self {
-        Self {
-            offsets: vec![0],
-            data: Vec::new(),
-        }
-    }
-
-    /// Append `text`; None if the data would outgrow `i32` offsets.
-    fn push(&mut self, text: &str) -> Option<()> {
-        self.data.extend_from_slice(text.as_bytes());
-        self.offsets.push(i32::try_from(self.data.len()).ok()?);
-        Some(())
-    }
-
-    /// Append again the strings `first..end` (string indices), already held.
-    fn repeat(&mut self, first: usize, end: usize) -> Option<()> {
-        let (from, to) = (self.offsets[first], self.offsets[end]);
-        let shift = i32::try_from(self.data.len()).ok()?.checked_sub(from)?;
-        self.data.extend_from_within(from as usize..to as usize);
-        i32::try_from(self.data.len()).ok()?;
-        for index in first + 1..=end {
-            let offset = self.offsets[index] + shift;
-            self.offsets.push(offset);
-        }
-        Some(())
-    }
-
-    fn offsets_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &le_bytes(&self.offsets))
-    }
-}
-
-fn le_bytes(values: &[i32]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|value| value.to_le_bytes())
-        .collect()
-}
+use crate::columns::{le_bytes, plain_text, StringBuffers};
 
 /// What `flatten_string_maps` returns: the entry count and five buffers.
 type FlatMaps<'py> = (
@@ -69,15 +25,6 @@ type FlatMaps<'py> = (
     Bound<'py, PyBytes>,
     Bound<'py, PyBytes>,
 );
-
-/// The text of `value` if it is an exact `str` that encodes as UTF-8.
-fn plain_text<'a>(value: &'a Bound<'_, PyAny>) -> Option<&'a str> {
-    if !value.is_exact_instance_of::<PyString>() {
-        return None;
-    }
-    // Fails on lone surrogates, which Arrow strings cannot hold either.
-    value.cast::<PyString>().ok()?.to_str().ok()
-}
 
 /// Flatten a column of string dicts into Arrow `map<string, string>` buffers.
 ///

@@ -17,19 +17,14 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate, chain
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-try:
-    from spanstream_native import flatten_string_maps as _flatten_string_maps
-except ImportError:  # the extension is optional; python_map_array does the same
-    _flatten_string_maps = None
-
 from spanstream.aggregate.types import FlushRange
 from spanstream.model import SPAN_COLUMNS, SpanBatch
+from spanstream.sinks.arrays import arrow_type, column_array
 from spanstream.sinks.keys import encode_component
 from spanstream.sinks.s3put import (
     PendingObject,
@@ -42,23 +37,6 @@ PARTITION_KEYS = ("tenant", "dt", "hour")
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 COMPRESSION = "zstd"
 NANOS_PER_HOUR = 3_600 * 1_000_000_000
-
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "bool": pa.bool_(),
-    "map<string,string>": pa.map_(pa.string(), pa.string()),
-}
-
-
-def arrow_type(type_name: str) -> pa.DataType:
-    """Return the arrow type for a `SPAN_COLUMNS` type name."""
-    try:
-        return _ARROW_TYPES[type_name]
-    except KeyError:
-        raise ValueError(f"no arrow type for column type {type_name!r}") from None
-
 
 ARCHIVE_SCHEMA = pa.schema(
     [pa.field(name, arrow_type(kind)) for name, kind in SPAN_COLUMNS.items()]
@@ -73,98 +51,9 @@ def arrow_table(batch: SpanBatch) -> pa.Table:
     """
     columns = batch.columns()
     return pa.table(
-        [_arrow_array(columns[f.name], f.type) for f in ARCHIVE_SCHEMA],
+        [column_array(columns[f.name], f.type) for f in ARCHIVE_SCHEMA],
         schema=ARCHIVE_SCHEMA,
     )
-
-
-def _arrow_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
-    if pa.types.is_map(arrow_type):
-        array = _map_array(values, arrow_type)
-        if array is not None:
-            return array
-    return pa.array(values, type=arrow_type)
-
-
-def _map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
-    """Return a column of string dicts as a map array (None: not only dicts).
-
-    The compiled path (`native_map_array`) copies the dicts' UTF-8 straight
-    into the array's buffers; where it is not installed, or declines the
-    column, `python_map_array` builds the same array. None means the column
-    holds something unusual, so that `pa.array` decides, and raises, exactly
-    as it always did.
-    """
-    if not maps:
-        return None
-    if _flatten_string_maps is not None:
-        array = native_map_array(maps, arrow_type)
-        if array is not None:
-            return array
-    return python_map_array(maps, arrow_type)
-
-
-def native_map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
-    """Return ``maps`` as a map array built by `spanstream_native`.
-
-    Returns None when the extension is missing or declines the column: it
-    takes only a list of exact dicts with exact `str` keys and values that
-    encode as UTF-8 (`native/src/maps.rs`).
-    """
-    if _flatten_string_maps is None or type(maps) is not list:
-        return None
-    buffers = _flatten_string_maps(maps)
-    if buffers is None:
-        return None
-    entries, map_offsets, key_offsets, key_data, value_offsets, value_data = buffers
-    offsets = pa.Array.from_buffers(
-        pa.int32(), len(maps) + 1, [None, pa.py_buffer(map_offsets)]
-    )
-    keys = _string_array(entries, key_offsets, key_data)
-    items = _string_array(entries, value_offsets, value_data)
-    return pa.MapArray.from_arrays(offsets, keys, items, type=arrow_type)
-
-
-def _string_array(count: int, offsets: bytes, data: bytes) -> pa.Array:
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    return pa.Array.from_buffers(pa.string(), count, buffers)
-
-
-def python_map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
-    """Return ``maps`` as a map array built in Python (None: not only dicts).
-
-    pyarrow converts a list of dicts entry by entry; flattening the keys and
-    values into two string arrays is about twice as fast and gives the same
-    array. A record's spans share one resource attributes dict, so repeated
-    dicts (by identity) are converted once and repeated with ``take``.
-    Anything unusual (not a dict, a null key, a value pyarrow refuses) gives
-    None.
-    """
-    if not maps or set(map(type, maps)) != {dict}:
-        return None
-    by_id = dict(zip(map(id, maps), maps, strict=True))
-    try:
-        if len(by_id) * 2 > len(maps):
-            return _flat_map_array(maps, arrow_type)
-        distinct = _flat_map_array(list(by_id.values()), arrow_type)
-        if distinct is None:
-            return None
-        position = {key: index for index, key in enumerate(by_id)}
-        indices = pa.array(list(map(position.__getitem__, map(id, maps))), pa.int32())
-        return distinct.take(indices)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError):
-        return None
-
-
-def _flat_map_array(
-    maps: list[dict[Any, Any]], arrow_type: pa.DataType
-) -> pa.Array | None:
-    keys = pa.array(list(chain.from_iterable(maps)), pa.string())
-    if keys.null_count:
-        return None
-    items = pa.array(list(chain.from_iterable(map(dict.values, maps))), pa.string())
-    offsets = pa.array(list(accumulate(map(len, maps), initial=0)), pa.int32())
-    return pa.MapArray.from_arrays(offsets, keys, items, type=arrow_type)
 
 
 def encode_parquet(batch: SpanBatch) -> bytes:

@@ -1,9 +1,10 @@
 """The archive's fast arrow conversion gives what plain `pa.array` gives.
 
-The archive flattens attribute maps itself, converts repeated dicts once and
-cuts each object's rows from one table of the whole batch; these tests pin
-that the arrays, the errors and the Parquet bytes are what the plain
-conversion of each object's rows gave.
+The compiled extension writes columns straight into arrow buffers, the
+Python path flattens attribute maps itself and converts repeated dicts once,
+and the archive cuts each object's rows from one table of the whole batch;
+these tests pin that the arrays, the errors and the Parquet bytes are what
+the plain conversion of each object's rows gave.
 """
 
 from __future__ import annotations
@@ -18,19 +19,33 @@ from hypothesis import strategies as st
 
 from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
+from spanstream.decode import RecordDecoder
 from spanstream.errors import SinkError
-from spanstream.model import SPAN_COLUMNS, SpanBatch
+from spanstream.model import (
+    SPAN_COLUMNS,
+    DeadLetter,
+    KinesisRecord,
+    RecordRef,
+    SpanBatch,
+)
 from spanstream.sinks.archive import (
     ARCHIVE_SCHEMA,
     ArchiveWriter,
-    _map_array,
     arrow_table,
     encode_parquet,
+    encode_table,
     group_rows,
+)
+from spanstream.sinks.arrays import (
+    HAS_NATIVE_BUILDERS,
+    column_array,
     native_map_array,
+    native_scalar_array,
     python_map_array,
 )
 from spanstream.sinks.retry import RetryPolicy
+from spanstream.traffic.encode import Form, encode_records
+from spanstream.traffic.generator import generate_spans
 
 MAP_TYPE = ARCHIVE_SCHEMA.field("resource_attributes").type
 HOUR_NANOS = 3_600 * 1_000_000_000
@@ -54,7 +69,7 @@ def _plain(values: list[Any]) -> pa.Array:
     ],
 )
 def test_map_columns_equal_the_plain_conversion(maps: list[Any]) -> None:
-    fast = _map_array(maps, MAP_TYPE)
+    fast = column_array(maps, MAP_TYPE)
 
     assert fast is not None
     assert fast.type == MAP_TYPE
@@ -65,7 +80,6 @@ def test_map_columns_equal_the_plain_conversion(maps: list[Any]) -> None:
 @pytest.mark.parametrize(
     "maps",
     [
-        [],
         [None, {"a": "b"}],
         [[("a", "b")]],
         [{None: "a"}],
@@ -75,7 +89,8 @@ def test_map_columns_equal_the_plain_conversion(maps: list[Any]) -> None:
     ],
 )
 def test_anything_unusual_is_left_to_pyarrow(maps: list[Any]) -> None:
-    assert _map_array(maps, MAP_TYPE) is None
+    assert python_map_array(maps, MAP_TYPE) is None
+    assert native_map_array(maps, MAP_TYPE) is None
 
 
 _EMPTY: dict[str, str] = {}
@@ -156,6 +171,135 @@ def test_compiled_maps_equal_pyarrow_for_any_strings(
     assert array is not None
     array.validate(full=True)
     assert array.equals(_plain(maps))
+
+
+@pytest.mark.parametrize("field", list(ARCHIVE_SCHEMA), ids=ARCHIVE_SCHEMA.names)
+def test_empty_columns_are_empty_arrays(field: pa.Field) -> None:
+    assert column_array([], field.type).equals(pa.array([], type=field.type))
+
+
+def test_the_extension_has_the_column_builders() -> None:
+    # `make install` builds it: a missing or stale one must fail, not skip.
+    assert HAS_NATIVE_BUILDERS
+
+
+STRING = pa.string()
+INT32 = pa.int32()
+INT64 = pa.int64()
+BOOL = pa.bool_()
+
+
+@pytest.mark.parametrize(
+    ("values", "arrow_type"),
+    [
+        (["a", "", "é🚀", None, "GET /cart", None], STRING),
+        ([None, None], STRING),
+        (["x"] * 9, STRING),
+        ([0, -1, 2**31 - 1, -(2**31), None, 200], INT32),
+        ([0, 2**63 - 1, -(2**63), None, 1_714_557_600_000_000_000], INT64),
+        ([True, False, None, True, True, False, True, False, True, None], BOOL),
+        ([False] * 17, BOOL),
+    ],
+)
+def test_scalar_columns_equal_the_plain_conversion(
+    values: list[Any], arrow_type: pa.DataType
+) -> None:
+    array = native_scalar_array(values, arrow_type)
+
+    assert array is not None
+    array.validate(full=True)
+    assert array.equals(pa.array(values, type=arrow_type))
+    assert array.null_count == values.count(None)
+
+
+@pytest.mark.parametrize(
+    ("values", "arrow_type"),
+    [
+        (["a", 1], STRING),
+        (["a", b"raw"], STRING),
+        ([_Text("a")], STRING),
+        (["lone \udc80 surrogate"], STRING),
+        ([1, True], INT64),
+        ([1, 2.0], INT64),
+        ([1, "2"], INT64),
+        ([2**63], INT64),
+        ([2**31], INT32),
+        ([-(2**31) - 1], INT32),
+        ([True, 1], BOOL),
+        ([True, "true"], BOOL),
+        ((1, 2), INT64),
+    ],
+)
+def test_the_compiled_builders_decline_anything_else(
+    values: list[Any], arrow_type: pa.DataType
+) -> None:
+    assert native_scalar_array(values, arrow_type) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "arrow_type"),
+    [(["a", 1], STRING), ([2**31], INT32), ([1, "2"], INT64), ([2**64], INT64)],
+)
+def test_a_declined_column_raises_what_pa_array_raises(
+    values: list[Any], arrow_type: pa.DataType
+) -> None:
+    with pytest.raises(Exception) as plain:
+        pa.array(values, type=arrow_type)
+    with pytest.raises(type(plain.value)):
+        column_array(values, arrow_type)
+
+
+_OPTIONAL_TEXT = st.none() | st.text(st.characters(codec="utf-8"), max_size=8)
+
+
+@given(
+    st.lists(_OPTIONAL_TEXT, max_size=40),
+    st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), max_size=40),
+    st.lists(st.none() | st.integers(-(2**31), 2**31 - 1), max_size=40),
+    st.lists(st.none() | st.booleans(), max_size=40),
+)
+def test_compiled_columns_equal_pyarrow_for_any_values(
+    texts: list[str | None],
+    longs: list[int | None],
+    ints: list[int | None],
+    flags: list[bool | None],
+) -> None:
+    for values, arrow_type in (
+        (texts, STRING),
+        (longs, INT64),
+        (ints, INT32),
+        (flags, BOOL),
+    ):
+        array = column_array(values, arrow_type)
+        array.validate(full=True)
+        assert array.equals(pa.array(values, type=arrow_type))
+
+
+def test_a_decoded_batch_converts_as_pa_array_converts_it() -> None:
+    batch = _decoded_batch()
+    columns = batch.columns()
+    plain = pa.table(
+        [pa.array(columns[f.name], type=f.type) for f in ARCHIVE_SCHEMA],
+        schema=ARCHIVE_SCHEMA,
+    )
+
+    table = arrow_table(batch)
+    table.validate(full=True)
+    assert table.equals(plain)
+    assert encode_parquet(batch) == encode_table(plain)
+
+
+def _decoded_batch() -> SpanBatch:
+    settings = Settings()
+    decoder = RecordDecoder(settings)
+    traces = generate_spans(600, seed=7, spread_secs=30.0)
+    batch = SpanBatch()
+    dead_letters: list[DeadLetter] = []
+    for index, record in enumerate(encode_records(traces, Form.MIXED, 7, 50)):
+        ref = RecordRef("spans", "shardId-000000000000", str(1000 + index))
+        decoder.decode(KinesisRecord(record.data, ref), batch, dead_letters)
+    assert len(batch) > 500 and not dead_letters
+    return batch
 
 
 def test_bad_values_raise_what_pyarrow_raises() -> None:
