@@ -4,8 +4,10 @@
 holds between two flushes: ``--series`` active RED series in a
 `ShardAggregator` (4 tenants, one window, sketches folded as a worker folds
 them), ``--traces`` traces of ``--spans-per-trace`` spans awaiting their
-summary in a `TraceAssembler`, and one flush interval of rows pending for the
-archive (``--pending-rows``, 5,000 spans/s x 10 s by default). It prints one
+summary in the trace assembler a worker builds (`make_trace_assembler`: the
+compiled one when the extension is installed), and one flush interval of rows
+pending for the archive (``--pending-rows``, 5,000 spans/s x 10 s by
+default). It prints one
 JSON object with ``peak_rss_mb`` (the process's peak resident size, see
 `bench.timing.peak_rss_mb`) and the resident size right after start-up.
 `measure_memory` runs it in a subprocess so nothing else of the benchmark is
@@ -25,7 +27,7 @@ from typing import Any
 import spanstream.sinks.factory  # noqa: F401  (a worker has pyarrow and boto3 loaded)
 from bench.timing import maxrss_mb, peak_rss_mb
 from spanstream.aggregate.aggregator import ShardAggregator
-from spanstream.aggregate.traces import TraceAssembler
+from spanstream.aggregate.nativetraces import make_trace_assembler
 from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
 from spanstream.model import SpanBatch
@@ -101,7 +103,7 @@ def build_state(
     startup_rss_mb = peak_rss_mb()
     settings = Settings(max_series_per_tenant=max(10_000, series))
     aggregator = ShardAggregator(settings)
-    assembler = TraceAssembler(settings, lambda: 0.0)
+    assembler = make_trace_assembler(settings, lambda: 0.0)
     chunk_traces = max(1, pending_rows // spans_per_trace)
     pending = SpanBatch()
     window_nanos = settings.window_secs * NANOS_PER_SEC

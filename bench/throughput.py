@@ -4,9 +4,11 @@ One pass of a form's records is timed in three ways, all on one pinned CPU:
 
 * ``decode``: `RecordDecoder.decode` into a `SpanBatch` (spanstream decodes
   and enriches in one pass, so this is decode + enrich);
-* ``aggregate``: the same pass, then `ShardAggregator` and `TraceAssembler`
-  on its batches (RED with sketches, cold starts, traces, edges), timed
-  apart from the decode: decode + aggregate is the sum of both;
+* ``aggregate``: the same pass, then `ShardAggregator` and the trace
+  assembler on its batches (RED with sketches, cold starts, traces, edges),
+  timed apart from the decode: decode + aggregate is the sum of both. The
+  ``native`` decoder's passes use the compiled assembler too
+  (`make_trace_assembler`), the ``python`` ones the Python reference;
 * ``full``: a separate pass through the real runtime path, `ShardProcessor`
   and `TraceStage` flushing to the real sinks (Parquet archive encoding,
   DynamoDB item encoding) over `bench.nullaws` clients.
@@ -40,7 +42,7 @@ from bench.timing import median, pinned, timed, timed_with_collector
 from bench.workload import FORMS, REFERENCE_FORM, STREAM, Workload
 from spanstream import heap
 from spanstream.aggregate.aggregator import ShardAggregator
-from spanstream.aggregate.traces import TraceAssembler
+from spanstream.aggregate.nativetraces import make_trace_assembler
 from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder, native
@@ -103,7 +105,7 @@ def stage_seconds(
 
     def aggregate() -> None:
         aggregator = ShardAggregator(settings)
-        assembler = TraceAssembler(settings, time.monotonic)
+        assembler = make_trace_assembler(settings, time.monotonic, decoder)
         for batch in batches:
             aggregator.add(batch)
             assembler.add(batch)
@@ -136,8 +138,11 @@ def run_full_path(
 ) -> int:
     """Drive ``records`` through the runtime path into null sinks; return spans."""
     sinks = null_sinks(settings)
-    stage = TraceStage(settings, sinks.aggregates, "bench-trace-stage", time.monotonic)
+    # The switch that picks the decoder picks the trace assembler too.
     with decoder_choice(decoder):
+        stage = TraceStage(
+            settings, sinks.aggregates, "bench-trace-stage", time.monotonic
+        )
         processor = ShardProcessor(
             settings, STREAM, records[0].ref.shard_id, sinks, router=stage
         )

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from spanstream.aggregate.aggregator import ShardAggregator
-from spanstream.aggregate.traces import TraceAssembler
+from spanstream.aggregate.nativetraces import AnyTraceAssembler, make_trace_assembler
 from spanstream.aggregate.types import AggregateDelta, FlushRange, TraceSummary
 from spanstream.config import Settings
 from spanstream.decode import DecodeStats, RecordDecoder
@@ -343,7 +343,7 @@ class TraceStage:
         self.settings = settings
         self._aggregates = aggregates
         self._stage_id = stage_id
-        self._assembler = TraceAssembler(settings, clock)
+        self._assembler = make_trace_assembler(settings, clock)
         self._flush_counter = 0
         self._unwritten: tuple[AggregateDelta | None, list[TraceSummary]] | None = None
         self.summaries_written = 0
@@ -352,7 +352,7 @@ class TraceStage:
         self._assembler.add(batch)
 
     @property
-    def assembler(self) -> TraceAssembler:
+    def assembler(self) -> AnyTraceAssembler:
         return self._assembler
 
     def flush(self, everything: bool = False) -> int:
@@ -431,7 +431,7 @@ class TraceShardProcessor:
         self._source_millis: dict[str, int] = {}
         self._expected_sources: set[str] = set()
         self._ended_sources: set[str] = set()
-        self._assembler = TraceAssembler(
+        self._assembler = make_trace_assembler(
             self.settings, lambda: self._assembler_now_secs
         )
         # (tenant, trace id) -> sequence number (int) of its first record,
@@ -456,7 +456,7 @@ class TraceShardProcessor:
         return self._first_sequence_number is not None or self._unwritten is not None
 
     @property
-    def assembler(self) -> TraceAssembler:
+    def assembler(self) -> AnyTraceAssembler:
         return self._assembler
 
     def process(self, records: list[KinesisRecord]) -> int:

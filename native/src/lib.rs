@@ -7,6 +7,9 @@
 //! protobuf without copying; `extract` turns spans into rows. `json` writes
 //! an OTLP/JSON document as the protobuf request `ParseDict` would build, or
 //! declines it, and the Python path decides.
+//!
+//! `traces` holds the state of a `TraceAssembler` (trace assembly, summaries
+//! and service graph edges), the Python class again being the reference.
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -19,6 +22,7 @@ mod json;
 mod maps;
 mod operation;
 mod render;
+mod traces;
 mod wire;
 
 use extract::{ExtractArgs, Stats, COLUMN_COUNT};
@@ -212,6 +216,7 @@ fn extract_into<'py>(
 fn spanstream_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     module.add_class::<Traces>()?;
+    module.add_class::<traces::TraceAssemblerCore>()?;
     module.add_function(wrap_pyfunction!(parse, module)?)?;
     module.add_function(wrap_pyfunction!(extract_into, module)?)?;
     module.add_function(wrap_pyfunction!(parse_otlp_json, module)?)?;

@@ -11,6 +11,11 @@ of it would start a new, partial trace.
 
 Idleness and retention are measured by the injected clock, which should be
 monotonic (``time.monotonic``); tests pass a fake one.
+
+This module is the reference. `spanstream.aggregate.nativetraces` has a
+compiled twin with the same interface that must return exactly what this one
+returns; `make_trace_assembler` there picks one (``SPANSTREAM_DECODER``), and
+any change of behaviour here must be made there too (native/src/traces.rs).
 """
 
 from __future__ import annotations

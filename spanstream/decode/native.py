@@ -11,19 +11,19 @@ handles the common shape of a document only and declines anything else
 (`parse_otlp_json` returns None), which the Python path then decides.
 
 ``SPANSTREAM_DECODER`` chooses: ``auto`` (the default) uses the extension if
-it imports, ``python`` never does, ``native`` requires it.
+it imports, ``python`` never does, ``native`` requires it. The same setting
+chooses the trace assembler (`spanstream.extension`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from spanstream.config import ENV_PREFIX, Settings
+from spanstream import extension
+from spanstream.config import Settings
 from spanstream.enrich.spans import ExtractStats
-from spanstream.errors import ConfigError
 from spanstream.model import RecordRef, SpanBatch
 
 try:
@@ -33,8 +33,8 @@ except ImportError:  # the extension is optional
 
 logger = logging.getLogger(__name__)
 
-DECODER_VARIABLE = ENV_PREFIX + "DECODER"
-DECODERS = ("auto", "python", "native")
+DECODER_VARIABLE = extension.IMPLEMENTATION_VARIABLE
+DECODERS = extension.IMPLEMENTATIONS
 
 
 def is_available() -> bool:
@@ -49,21 +49,10 @@ def use_native(
 
     ``decoder`` overrides ``SPANSTREAM_DECODER`` from ``environ`` (default
     ``os.environ``). Raises `ConfigError` for a value other than ``auto``,
-    ``python`` or ``native``, and for ``native`` when the extension is missing.
+    ``python`` or ``native``, and for ``native`` when the extension is missing
+    (`spanstream.extension.use_native`, which the trace assembler asks too).
     """
-    if decoder is None:
-        environ = os.environ if environ is None else environ
-        decoder = environ.get(DECODER_VARIABLE, "auto")
-    if decoder not in DECODERS:
-        raise ConfigError(
-            f"{DECODER_VARIABLE} must be one of {', '.join(DECODERS)}, got {decoder!r}"
-        )
-    if decoder == "native" and not is_available():
-        raise ConfigError(
-            f"{DECODER_VARIABLE}=native but the spanstream_native extension is not "
-            "installed (pip install ./native)"
-        )
-    return decoder != "python" and is_available()
+    return extension.use_native(decoder, environ, available=is_available())
 
 
 def parse_protobuf(payload: bytes) -> Any:

@@ -30,3 +30,14 @@ def shared_data() -> Path:
 def robot_shop_csv(shared_data: Path) -> Path:
     """Return the path of the robot-shop OpenTelemetry capture."""
     return shared_data / ROBOT_SHOP_CSV
+
+
+@pytest.fixture(params=["python", "native"])
+def trace_implementation(request: pytest.FixtureRequest) -> str:
+    """Return each implementation of the trace assembler in turn.
+
+    ``native`` needs the extension, which ``make install`` always builds: a
+    missing build fails the test (`make_trace_assembler` raises) rather
+    than skipping it.
+    """
+    return str(request.param)

@@ -12,12 +12,14 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import BASE_END_UNIX_NANOS, make_batch
 
 from spanstream.aggregate.aggregator import ShardAggregator
-from spanstream.aggregate.traces import TraceAssembler, TraceOutput
+from spanstream.aggregate.nativetraces import make_trace_assembler
+from spanstream.aggregate.traces import TraceOutput
 from spanstream.aggregate.types import AggregateDelta, FlushRange
 from spanstream.config import Settings
 from spanstream.model import SpanBatch
@@ -146,9 +148,9 @@ class FakeClock:
         return self.now
 
 
-def assemble(batches: list[SpanBatch]) -> TraceOutput:
+def assemble(batches: list[SpanBatch], implementation: str) -> TraceOutput:
     clock = FakeClock()
-    assembler = TraceAssembler(SETTINGS, clock)
+    assembler = make_trace_assembler(SETTINGS, clock, implementation)
     for batch in batches:
         assembler.add(batch)
     clock.now += SETTINGS.trace_idle_secs
@@ -158,6 +160,7 @@ def assemble(batches: list[SpanBatch]) -> TraceOutput:
     return output
 
 
+@pytest.mark.parametrize("implementation", ["python", "native"])
 @settings(max_examples=150, deadline=None)
 @given(
     data=st.data(),
@@ -165,12 +168,15 @@ def assemble(batches: list[SpanBatch]) -> TraceOutput:
     cuts=st.lists(st.integers(0, 10_000), max_size=6),
 )
 def test_any_arrival_order_of_a_trace_gives_the_same_summary_and_edges(
-    data: st.DataObject, rows: list[dict[str, Any]], cuts: list[int]
+    implementation: str,
+    data: st.DataObject,
+    rows: list[dict[str, Any]],
+    cuts: list[int],
 ) -> None:
-    expected = assemble([make_batch(rows)])
+    expected = assemble([make_batch(rows)], implementation)
     duplicates = data.draw(st.lists(st.sampled_from(rows), max_size=len(rows)))
     arrival = data.draw(st.permutations(rows + duplicates))
-    actual = assemble(slices(make_batch(arrival), cuts))
+    actual = assemble(slices(make_batch(arrival), cuts), implementation)
     assert actual.summaries == expected.summaries
     assert actual.edges == expected.edges
     assert sum(summary.span_count for summary in actual.summaries) == len(rows)

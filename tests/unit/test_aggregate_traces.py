@@ -1,4 +1,8 @@
-"""TraceAssembler: summaries, edges, idleness, retention and late spans."""
+"""TraceAssembler: summaries, edges, idleness, retention and late spans.
+
+Every test that checks outputs runs against both implementations (the
+`trace_implementation` fixture): the Python reference and the compiled one.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 from spanfactory import BASE_END_UNIX_NANOS, make_batch, robot_shop_rows
 
+from spanstream.aggregate.nativetraces import AnyTraceAssembler, make_trace_assembler
 from spanstream.aggregate.traces import TraceAssembler, TraceOutput
 from spanstream.aggregate.types import EdgeKey, LatencyStats
 from spanstream.config import Settings
@@ -59,20 +64,22 @@ def stats_of(*calls: tuple[int, bool]) -> LatencyStats:
     return stats
 
 
-def assemble(rows: list[dict[str, Any]]) -> tuple[TraceAssembler, FakeClock]:
+def assemble(
+    rows: list[dict[str, Any]], implementation: str
+) -> tuple[AnyTraceAssembler, FakeClock]:
     clock = FakeClock()
-    assembler = TraceAssembler(SETTINGS, clock)
+    assembler = make_trace_assembler(SETTINGS, clock, implementation)
     assembler.add(make_batch(rows))
     return assembler, clock
 
 
-def idle_poll(assembler: TraceAssembler, clock: FakeClock) -> TraceOutput:
+def idle_poll(assembler: AnyTraceAssembler, clock: FakeClock) -> TraceOutput:
     clock.advance(SETTINGS.trace_idle_secs)
     return assembler.poll()
 
 
-def test_summary_of_an_idle_trace() -> None:
-    assembler, clock = assemble(shop_trace())
+def test_summary_of_an_idle_trace(trace_implementation: str) -> None:
+    assembler, clock = assemble(shop_trace(), trace_implementation)
     output = idle_poll(assembler, clock)
     (summary,) = output.summaries
     assert summary.root_service == "web"
@@ -86,8 +93,8 @@ def test_summary_of_an_idle_trace() -> None:
     assert summary.duration_nanos == 90 * MS
 
 
-def test_edges_of_every_connection_type() -> None:
-    assembler, clock = assemble(shop_trace())
+def test_edges_of_every_connection_type(trace_implementation: str) -> None:
+    assembler, clock = assemble(shop_trace(), trace_implementation)
     edges = idle_poll(assembler, clock).edges
     one_ms = 1 * MS
     assert edges == {
@@ -100,13 +107,15 @@ def test_edges_of_every_connection_type() -> None:
     }
 
 
-def test_virtual_node_prefers_database_then_queue_then_peer() -> None:
+def test_virtual_node_prefers_database_then_queue_then_peer(
+    trace_implementation: str,
+) -> None:
     rows = [
         span("b1", None, span_kind="CLIENT", db_system="pg", messaging_system="q"),
         span("b2", None, span_kind="PRODUCER", messaging_system="q", peer_service="p"),
         span("b3", None, span_kind="CLIENT", peer_service="p"),
     ]
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     assert {
         (key.server, key.connection_type) for key in idle_poll(assembler, clock).edges
     } == {
@@ -116,40 +125,42 @@ def test_virtual_node_prefers_database_then_queue_then_peer() -> None:
     }
 
 
-def test_client_with_a_server_child_gets_no_virtual_edge() -> None:
+def test_client_with_a_server_child_gets_no_virtual_edge(
+    trace_implementation: str,
+) -> None:
     rows = [
         span("c1", None, service="web", span_kind="CLIENT", peer_service="cart"),
         span("c2", "c1", service="cart", span_kind="SERVER"),
     ]
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     edges = idle_poll(assembler, clock).edges
     assert list(edges) == [EdgeKey("t1", "web", "cart", "rpc", WINDOW)]
 
 
-def test_mismatched_kinds_make_no_call_edge() -> None:
+def test_mismatched_kinds_make_no_call_edge(trace_implementation: str) -> None:
     rows = [
         span("d1", None, service="web", span_kind="PRODUCER"),
         span("d2", "d1", service="cart", span_kind="SERVER"),  # not a CLIENT parent
         span("d3", None, service="web", span_kind="CLIENT"),
         span("d4", "d3", service="cart", span_kind="CONSUMER"),  # not a PRODUCER
     ]
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     assert idle_poll(assembler, clock).edges == {}
 
 
-def test_edge_window_is_the_client_span_end() -> None:
+def test_edge_window_is_the_client_span_end(trace_implementation: str) -> None:
     client_end = BASE_END_UNIX_NANOS + 59 * 1_000_000_000
     rows = [
         span("e1", None, service="web", span_kind="CLIENT", end_unix_nanos=client_end),
         span("e2", "e1", service="cart", end_unix_nanos=client_end + 2_000_000_000),
     ]
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     (key,) = idle_poll(assembler, clock).edges
     assert key.window_start_secs == WINDOW
 
 
-def test_trace_is_summarised_only_once_idle() -> None:
-    assembler, clock = assemble(shop_trace())
+def test_trace_is_summarised_only_once_idle(trace_implementation: str) -> None:
+    assembler, clock = assemble(shop_trace(), trace_implementation)
     clock.advance(SETTINGS.trace_idle_secs - 1)
     assert assembler.poll().summaries == []
     assembler.add(make_batch([span("ab", "a1")]))  # a new span restarts the wait
@@ -162,9 +173,9 @@ def test_trace_is_summarised_only_once_idle() -> None:
     assert (assembler.pending_trace_count, assembler.retained_trace_count) == (0, 1)
 
 
-def test_duplicated_spans_count_once() -> None:
+def test_duplicated_spans_count_once(trace_implementation: str) -> None:
     rows = shop_trace()
-    assembler, clock = assemble(rows + rows[3:6])
+    assembler, clock = assemble(rows + rows[3:6], trace_implementation)
     assembler.add(make_batch(rows))
     output = idle_poll(assembler, clock)
     (summary,) = output.summaries
@@ -172,16 +183,18 @@ def test_duplicated_spans_count_once() -> None:
     assert sum(stats.count for stats in output.edges.values()) == 5
 
 
-def test_trace_without_its_root_has_no_root_fields() -> None:
-    assembler, clock = assemble(shop_trace()[1:])
+def test_trace_without_its_root_has_no_root_fields(trace_implementation: str) -> None:
+    assembler, clock = assemble(shop_trace()[1:], trace_implementation)
     (summary,) = idle_poll(assembler, clock).summaries
     assert (summary.root_service, summary.root_operation) == (None, None)
 
 
-def test_late_span_re_emits_the_summary_and_only_its_own_edges() -> None:
+def test_late_span_re_emits_the_summary_and_only_its_own_edges(
+    trace_implementation: str,
+) -> None:
     rows = shop_trace()
     late_server = span("b1", "a9", service="audit", span_kind="SERVER")
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     idle_poll(assembler, clock)
     clock.advance(100)
     assembler.add(make_batch([late_server]))
@@ -195,9 +208,11 @@ def test_late_span_re_emits_the_summary_and_only_its_own_edges() -> None:
     }
 
 
-def test_repeated_spans_after_the_summary_change_nothing() -> None:
+def test_repeated_spans_after_the_summary_change_nothing(
+    trace_implementation: str,
+) -> None:
     rows = shop_trace()
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     idle_poll(assembler, clock)
     assembler.add(make_batch(rows[:4]))
     output = idle_poll(assembler, clock)
@@ -205,8 +220,8 @@ def test_repeated_spans_after_the_summary_change_nothing() -> None:
     assert assembler.retained_trace_count == 1
 
 
-def test_retained_trace_is_forgotten_after_retention() -> None:
-    assembler, clock = assemble(shop_trace())
+def test_retained_trace_is_forgotten_after_retention(trace_implementation: str) -> None:
+    assembler, clock = assemble(shop_trace(), trace_implementation)
     idle_poll(assembler, clock)
     clock.advance(SETTINGS.trace_retention_secs - SETTINGS.trace_idle_secs - 1)
     assembler.poll()
@@ -220,9 +235,9 @@ def test_retained_trace_is_forgotten_after_retention() -> None:
     assert summary.span_count == 1
 
 
-def test_flush_all_summarises_everything_pending() -> None:
+def test_flush_all_summarises_everything_pending(trace_implementation: str) -> None:
     clock = FakeClock()
-    assembler = TraceAssembler(SETTINGS, clock)
+    assembler = make_trace_assembler(SETTINGS, clock, trace_implementation)
     assembler.add(make_batch([span("f1", trace_id="t-a"), span("f2", trace_id="t-b")]))
     output = assembler.flush_all()
     assert sorted(summary.trace_id for summary in output.summaries) == ["t-a", "t-b"]
@@ -230,18 +245,24 @@ def test_flush_all_summarises_everything_pending() -> None:
     assert assembler.flush_all() == TraceOutput()
 
 
-def test_tenants_with_the_same_trace_id_are_separate_traces() -> None:
-    assembler, clock = assemble([span("g1", tenant="a"), span("g2", tenant="b")])
+def test_tenants_with_the_same_trace_id_are_separate_traces(
+    trace_implementation: str,
+) -> None:
+    assembler, clock = assemble(
+        [span("g1", tenant="a"), span("g2", tenant="b")], trace_implementation
+    )
     summaries = idle_poll(assembler, clock).summaries
     assert sorted((s.tenant, s.span_count) for s in summaries) == [("a", 1), ("b", 1)]
 
 
-def test_span_ids_that_are_not_hex_still_link_parent_and_child() -> None:
+def test_span_ids_that_are_not_hex_still_link_parent_and_child(
+    trace_implementation: str,
+) -> None:
     rows = [
         span("client/1", None, service="web", span_kind="CLIENT"),
         span("server-half-of-client/1", "client/1", service="cart"),
     ]
-    assembler, clock = assemble(rows)
+    assembler, clock = assemble(rows, trace_implementation)
     assert list(idle_poll(assembler, clock).edges) == [
         EdgeKey("t1", "web", "cart", "rpc", WINDOW)
     ]
@@ -273,6 +294,8 @@ def compact_batch(trace_count: int, spans_per_trace: int) -> SpanBatch:
 
 
 def test_fifty_thousand_pending_traces_fit_in_little_memory() -> None:
+    # The Python implementation only: the compiled one's state is allocated
+    # by Rust, out of tracemalloc's sight.
     batch = compact_batch(trace_count=50_000, spans_per_trace=10)
     gc.collect()
     tracemalloc.start()
@@ -312,12 +335,14 @@ def naive_edge_counts(rows: list[dict[str, Any]]) -> Counter[tuple[str, str, str
     return counts
 
 
-def test_robot_shop_capture_in_shuffled_batches(robot_shop_csv: Path) -> None:
+def test_robot_shop_capture_in_shuffled_batches(
+    robot_shop_csv: Path, trace_implementation: str
+) -> None:
     rows = robot_shop_rows(str(robot_shop_csv))
     shuffled = rows[:]
     random.Random(5).shuffle(shuffled)
     clock = FakeClock()
-    assembler = TraceAssembler(SETTINGS, clock)
+    assembler = make_trace_assembler(SETTINGS, clock, trace_implementation)
     for start in range(0, len(shuffled), 500):
         assembler.add(make_batch(shuffled[start : start + 500]))
     output = idle_poll(assembler, clock)

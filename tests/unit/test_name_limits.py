@@ -22,9 +22,9 @@ from moto import mock_aws
 from opentelemetry.proto.trace.v1 import trace_pb2
 from otlpfactory import TRACE_ID, make_record, make_request, make_span
 
+from spanstream.aggregate.nativetraces import make_trace_assembler
 from spanstream.aggregate.traces import (
     MAX_SUMMARY_SERVICES_BYTES,
-    TraceAssembler,
     bounded_services,
 )
 from spanstream.aggregate.types import (
@@ -209,12 +209,12 @@ def spans_of_many_long_services(count: int, max_chars: int) -> SpanBatch:
     "max_chars", [Settings().max_attribute_value_chars, MAX_ATTRIBUTE_VALUE_CHARS_LIMIT]
 )
 def test_a_summary_of_many_long_services_fits_one_item(
-    aws: tuple[Any, Any], max_chars: int
+    aws: tuple[Any, Any], max_chars: int, trace_implementation: str
 ) -> None:
     # GIVEN a trace of 200 distinct services, every name as long as allowed
     _, dynamodb = aws
     settings = Settings()
-    assembler = TraceAssembler(settings, clock=lambda: 0.0)
+    assembler = make_trace_assembler(settings, lambda: 0.0, trace_implementation)
     assembler.add(spans_of_many_long_services(200, max_chars))
 
     # WHEN it is summarised

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from spanstream.aggregate.aggregator import ShardAggregator
-from spanstream.aggregate.traces import TraceAssembler
+from spanstream.aggregate.nativetraces import make_trace_assembler
 from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder
@@ -84,9 +84,11 @@ def test_red_and_cold_starts_equal_the_reference(run) -> None:
     assert got == {k: vars(v) for k, v in want.cold_starts.items()}
 
 
-def test_edges_and_trace_summaries_equal_the_reference(run) -> None:
+def test_edges_and_trace_summaries_equal_the_reference(
+    run, trace_implementation: str
+) -> None:
     batch, _, want, _ = run
-    assembler = TraceAssembler(SETTINGS, lambda: 0.0)
+    assembler = make_trace_assembler(SETTINGS, lambda: 0.0, trace_implementation)
     assembler.add(batch)
     output = assembler.flush_all()
     assert diff_stats(want.edges, output.edges) == []
