@@ -134,7 +134,7 @@ def assert_same_counts(expected: AnyTraceAssembler, actual: AnyTraceAssembler) -
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(steps=steps)
 def test_any_sequence_of_batches_and_clock_steps_gives_the_same_outputs(
     steps: list[tuple[str, Any]],
