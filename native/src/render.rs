@@ -27,6 +27,24 @@ pub fn hex(bytes: &[u8]) -> String {
 /// switches to exponent form when the decimal point would sit more than 16
 /// places right or 4 places left of the first digit, writes at least two
 /// exponent digits with a sign, and ends a whole number with `.0`.
+/// `value` in `LowerExp` form with the fewest digits that read back as
+/// `value`, of those the closest to it, a tie going to the even digit, as
+/// Python's `repr` chooses. `{:e}` finds the fewest digits but breaks a tie
+/// upwards (70368744177664.625 gives ...63 where Python gives ...62); the
+/// exact formatting at that many digits rounds half to even.
+fn closest_shortest(value: f64) -> String {
+    let shortest = format!("{value:e}");
+    let digits = shortest.split('e').next().map_or(0, |mantissa| {
+        mantissa.bytes().filter(u8::is_ascii_digit).count()
+    });
+    let exact = format!("{:.*e}", digits.saturating_sub(1), value);
+    if exact.parse::<f64>() == Ok(value) {
+        exact
+    } else {
+        shortest
+    }
+}
+
 pub fn float_repr(value: f64) -> String {
     if value.is_nan() {
         return "nan".to_owned();
@@ -42,7 +60,7 @@ pub fn float_repr(value: f64) -> String {
         }
         .to_owned();
     }
-    let scientific = format!("{value:e}");
+    let scientific = closest_shortest(value);
     let (mantissa, exponent) = scientific
         .split_once('e')
         .expect("LowerExp output always has an exponent");
@@ -224,6 +242,9 @@ mod tests {
             (1e300, "1e+300"),
             (5e-324, "5e-324"),
             (0.1, "0.1"),
+            (70368744177664.625, "70368744177664.62"),
+            (562949953421312.25, "562949953421312.2"),
+            (2.675, "2.675"),
             (-0.0, "-0.0"),
             (f64::NAN, "nan"),
             (f64::NEG_INFINITY, "-inf"),
