@@ -1,11 +1,13 @@
 """The compiled extension, `spanstream_native`, and the switch that picks it.
 
-The extension (built from ``native/``) has compiled twins of two hot spots:
-the OTLP decoder (`spanstream.decode.native`) and the trace assembler
-(`spanstream.aggregate.nativetraces`). The Python code stays the reference
-for both, and the fallback when the extension is not installed.
+The extension (built from ``native/``) has compiled twins of the hot spots:
+the OTLP decoder (`spanstream.decode.native`), the trace assembler
+(`spanstream.aggregate.nativetraces`), the per-span loop of the shard
+aggregator (`spanstream.aggregate.aggregator`) and the archive's arrow
+conversion (`spanstream.sinks.arrays`). The Python code stays the reference
+for each, and the fallback when the extension is not installed.
 
-One setting chooses for both, ``SPANSTREAM_DECODER`` (named after the first
+One setting chooses for all, ``SPANSTREAM_DECODER`` (named after the first
 twin): ``auto`` (the default) uses the extension if it imports, ``python``
 never does, ``native`` requires it. This module imports nothing else of
 spanstream's core, so any stage may ask it.

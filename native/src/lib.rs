@@ -21,6 +21,7 @@ mod extract;
 mod json;
 mod maps;
 mod operation;
+mod red;
 mod render;
 mod traces;
 mod wire;
@@ -224,6 +225,7 @@ fn spanstream_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(columns::string_column, module)?)?;
     module.add_function(wrap_pyfunction!(columns::int_column, module)?)?;
     module.add_function(wrap_pyfunction!(columns::bool_column, module)?)?;
+    module.add_function(wrap_pyfunction!(red::red_groups, module)?)?;
     module.add(
         "ProtobufPayloadError",
         py.get_type::<ProtobufPayloadError>(),

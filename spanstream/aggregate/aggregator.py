@@ -7,13 +7,21 @@ last one. This is the hot path, so the loop works on the batch's columns with
 durations are buffered per series and folded into `LatencyStats` in bulk
 (``sum``/``min``/``max``/one comprehension), which is several times cheaper
 than updating statistics span by span and gives the same result.
+
+The compiled extension runs that loop over a whole batch
+(``native/src/red.rs``): it hands back each series' durations, the late
+spans and each function window's invocation counts, in the order the loop
+would have met them, and `ShardAggregator.add` then works per key instead of
+per span. The Python loop stays the reference, and runs where the extension
+is missing or declines a batch (a value of another type than `SpanBatch`
+declares).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
+from spanstream import extension
 from spanstream.aggregate.cardinality import SeriesGuard
 from spanstream.aggregate.types import (
     AggregateDelta,
@@ -33,6 +41,11 @@ from spanstream.aggregate.windows import (
 )
 from spanstream.config import Settings
 from spanstream.model import SpanBatch
+
+try:
+    from spanstream_native import red_groups as _red_groups
+except ImportError:  # not installed (it is optional), or built before it
+    _red_groups = None
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +80,14 @@ class ShardAggregator:
     Not thread-safe: one aggregator belongs to one shard's consumer.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, compiled: bool | None = None) -> None:
+        """``compiled``: run the per-span loop in the extension; False runs
+        the reference loop. The default follows `spanstream.extension`
+        (``SPANSTREAM_DECODER``), which raises `ConfigError` for ``native``
+        when the extension is missing."""
+        if compiled is None:
+            compiled = extension.use_native(available=_red_groups is not None)
+        self.compiled = compiled
         self._window_secs = settings.window_secs
         self._allowed_lateness_secs = settings.allowed_lateness_secs
         self._guard = SeriesGuard(settings.max_series_per_tenant)
@@ -80,7 +100,7 @@ class ShardAggregator:
         self._cold_starts: dict[ColdStartKey, ColdStartStats] = {}
         self._late: dict[LateKey, int] = {}
         self._overflowed_spans = 0
-        self._appenders: dict[_SpanKey, Callable[[int], None]] = {}
+        self._buffers: dict[_SpanKey, list[int]] = {}
         self._series: list[_Series] = []
         self._buffered_spans = 0
 
@@ -88,10 +108,51 @@ class ShardAggregator:
         """Count every span of ``batch`` in its RED series, late or cold-start
         counters. Writes nothing outside the aggregator; never raises for span
         values of the types `SpanBatch` declares."""
+        open_secs = self._window_secs + self._allowed_lateness_secs
+        groups = None
+        if _red_groups is not None and self.compiled:
+            groups = _red_groups(
+                [
+                    batch.tenant,
+                    batch.service,
+                    batch.operation,
+                    batch.span_kind,
+                    batch.status_code,
+                    batch.http_status_code,
+                    batch.end_unix_nanos,
+                    batch.duration_nanos,
+                    batch.is_error,
+                    batch.arrival_unix_millis,
+                    batch.faas_name,
+                    batch.is_cold_start,
+                ],
+                self._window_secs,
+                open_secs,
+            )
+        if groups is None:
+            self._add_spans(batch, open_secs)
+        else:
+            self._add_groups(batch, *groups)
+        if batch.end_unix_nanos:
+            newest_window = window_start_secs(
+                max(batch.end_unix_nanos), self._window_secs
+            )
+            if self._newest_window_start_secs is None or (
+                newest_window > self._newest_window_start_secs
+            ):
+                self._newest_window_start_secs = newest_window
+        latest_arrival_millis = max(batch.arrival_unix_millis, default=0)
+        self._max_arrival_unix_millis = max(
+            self._max_arrival_unix_millis, latest_arrival_millis
+        )
+        self._buffered_spans += len(batch)
+        if self._buffered_spans >= _FOLD_AFTER_SPANS:
+            self._fold()
+
+    def _add_spans(self, batch: SpanBatch, open_secs: int) -> None:
+        """The reference loop: one span at a time."""
         window_secs = self._window_secs
-        open_secs = window_secs + self._allowed_lateness_secs
-        appenders = self._appenders
-        cold_starts = self._cold_starts
+        buffers = self._buffers
         for (
             tenant,
             service,
@@ -134,36 +195,73 @@ class ShardAggregator:
                     window,
                     is_error,
                 )
-                append = appenders.get(span_key)
-                if append is None:
-                    append = self._bind(span_key)
-                append(duration_nanos)
+                buffer = buffers.get(span_key)
+                if buffer is None:
+                    buffer = self._bind(span_key)
+                buffer.append(duration_nanos)
             if faas_name is not None and kind in INVOCATION_KINDS:
-                stats = cold_starts.get((tenant, faas_name, window))  # type: ignore[call-overload]
-                if stats is None:
-                    stats = ColdStartStats()
-                    cold_starts[ColdStartKey(tenant, faas_name, window)] = stats
+                stats = self._invocation_stats(tenant, faas_name, window)
                 if is_cold:
                     stats.cold_count += 1
                     stats.cold_duration_sum_nanos += duration_nanos
                 else:
                     stats.warm_count += 1
                     stats.warm_duration_sum_nanos += duration_nanos
-        if batch.end_unix_nanos:
-            newest_window = window_start_secs(max(batch.end_unix_nanos), window_secs)
-            if self._newest_window_start_secs is None or (
-                newest_window > self._newest_window_start_secs
-            ):
-                self._newest_window_start_secs = newest_window
-        latest_arrival_millis = max(batch.arrival_unix_millis, default=0)
-        self._max_arrival_unix_millis = max(
-            self._max_arrival_unix_millis, latest_arrival_millis
-        )
-        self._buffered_spans += len(batch)
-        if self._buffered_spans >= _FOLD_AFTER_SPANS:
-            self._fold()
 
-    def _bind(self, span_key: _SpanKey) -> Callable[[int], None]:
+    def _add_groups(
+        self,
+        batch: SpanBatch,
+        series: list[tuple[int, list[int]]],
+        late: list[int],
+        invocations: list[tuple[int, int, int, int, int]],
+    ) -> None:
+        """Add what the compiled loop found, key by key, in the order the
+        reference loop would have met each key."""
+        window_secs = self._window_secs
+        buffers = self._buffers
+        tenants = batch.tenant
+        services = batch.service
+        ends = batch.end_unix_nanos
+        for first, durations in series:
+            span_key = (
+                tenants[first],
+                services[first],
+                batch.operation[first],
+                batch.span_kind[first],
+                batch.status_code[first],
+                batch.http_status_code[first],
+                ends[first] // NANOS_PER_SEC // window_secs * window_secs,
+                batch.is_error[first],
+            )
+            buffer = buffers.get(span_key)
+            if buffer is None:
+                buffer = self._bind(span_key)
+            buffer.extend(durations)
+        for index in late:
+            self._count_late(
+                tenants[index], services[index], batch.arrival_unix_millis[index]
+            )
+        for first, cold, cold_sum, warm, warm_sum in invocations:
+            stats = self._invocation_stats(
+                tenants[first],
+                batch.faas_name[first],  # type: ignore[arg-type]
+                ends[first] // NANOS_PER_SEC // window_secs * window_secs,
+            )
+            stats.cold_count += cold
+            stats.cold_duration_sum_nanos += cold_sum
+            stats.warm_count += warm
+            stats.warm_duration_sum_nanos += warm_sum
+
+    def _invocation_stats(
+        self, tenant: str, function: str, window: int
+    ) -> ColdStartStats:
+        stats = self._cold_starts.get((tenant, function, window))  # type: ignore[call-overload]
+        if stats is None:
+            stats = ColdStartStats()
+            self._cold_starts[ColdStartKey(tenant, function, window)] = stats
+        return stats
+
+    def _bind(self, span_key: _SpanKey) -> list[int]:
         tenant, service, operation, kind, status, http_status, window, is_error = (
             span_key
         )
@@ -178,9 +276,8 @@ class ShardAggregator:
         admitted_key = self._guard.admit(red_key)
         series = _Series(admitted_key, is_error, admitted_key is not red_key)
         self._series.append(series)
-        append = series.durations_nanos.append
-        self._appenders[span_key] = append
-        return append
+        self._buffers[span_key] = series.durations_nanos
+        return series.durations_nanos
 
     def _count_late(self, tenant: str, service: str, arrival_unix_millis: int) -> None:
         window = arrival_window_start_secs(arrival_unix_millis, self._window_secs)

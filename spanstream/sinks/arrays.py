@@ -7,7 +7,9 @@ array when every item is of the column's plain type (exact ``str``, ``int``,
 ``bool`` or None; for maps, exact dicts of exact ``str``); Python only wraps
 the buffers. Where the extension is missing, or declines a column, attribute
 maps are flattened in Python (`python_map_array`), and everything else goes
-to ``pa.array``, which decides and raises as it always did.
+to ``pa.array``, which decides and raises as it always did. The switch of
+`spanstream.extension` (``SPANSTREAM_DECODER=python``) turns the compiled
+builders off.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from itertools import accumulate, chain
 from typing import Any
 
 import pyarrow as pa
+
+from spanstream import extension
 
 try:
     from spanstream_native import (
@@ -53,14 +57,15 @@ def column_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     the wrong type or out of range (``ArrowInvalid``, ``ArrowTypeError``,
     OverflowError).
     """
+    compiled = extension.use_native(available=HAS_NATIVE_BUILDERS)
+    array = None
     if values and pa.types.is_map(arrow_type):
-        array = native_map_array(values, arrow_type)
+        if compiled:
+            array = native_map_array(values, arrow_type)
         if array is None:
             array = python_map_array(values, arrow_type)
-    elif values:
+    elif values and compiled:
         array = native_scalar_array(values, arrow_type)
-    else:
-        array = None
     return pa.array(values, type=arrow_type) if array is None else array
 
 

@@ -21,6 +21,7 @@ from spanstream.aggregate.types import FlushRange
 from spanstream.config import Settings
 from spanstream.decode import RecordDecoder
 from spanstream.errors import SinkError
+from spanstream.extension import IMPLEMENTATION_VARIABLE
 from spanstream.model import (
     SPAN_COLUMNS,
     DeadLetter,
@@ -28,6 +29,7 @@ from spanstream.model import (
     RecordRef,
     SpanBatch,
 )
+from spanstream.sinks import arrays
 from spanstream.sinks.archive import (
     ARCHIVE_SCHEMA,
     ArchiveWriter,
@@ -176,6 +178,23 @@ def test_compiled_maps_equal_pyarrow_for_any_strings(
 @pytest.mark.parametrize("field", list(ARCHIVE_SCHEMA), ids=ARCHIVE_SCHEMA.names)
 def test_empty_columns_are_empty_arrays(field: pa.Field) -> None:
     assert column_array([], field.type).equals(pa.array([], type=field.type))
+
+
+def test_the_python_switch_turns_the_compiled_builders_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*_: Any) -> None:
+        raise AssertionError("the compiled builder ran")
+
+    monkeypatch.setattr(arrays, "native_scalar_array", refuse)
+    monkeypatch.setattr(arrays, "native_map_array", refuse)
+    monkeypatch.setenv(IMPLEMENTATION_VARIABLE, "python")
+
+    assert column_array(["a", None], STRING).equals(pa.array(["a", None]))
+    assert column_array([SHARED], MAP_TYPE).equals(_plain([SHARED]))
+    monkeypatch.setenv(IMPLEMENTATION_VARIABLE, "auto")
+    with pytest.raises(AssertionError, match="compiled builder ran"):
+        column_array(["a"], STRING)
 
 
 def test_the_extension_has_the_column_builders() -> None:
