@@ -66,7 +66,7 @@ print(json.dumps(seen))
 
 #: Imported when installed, skipped when not: neither is in the Lambda package.
 OPTIONAL_MODULES = {
-    # spanstream.decode.native: without it, the Python decoder runs
+    # spanstream.extension: without it, every stage runs its Python reference
     "spanstream_native",
     # botocore.httpsession: without it, botocore's own CA bundle is used
     "certifi",
