@@ -34,7 +34,12 @@ from devenv.ports import LOOPBACK_HOST
 logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 65_536
-UPSTREAM_TIMEOUT_SECS = 60.0
+#: How long the proxy waits for its upstream: well past any client's read
+#: timeout (30 s) and retries, so that a slow emulator makes the client, not
+#: the proxy, give up. kinesis-mock starved of CPU on a 2-core machine (two
+#: KCL daemons, five record processors and moto beside it) has answered a
+#: PutRecords after more than a minute.
+UPSTREAM_TIMEOUT_SECS = 180.0
 _ACCEPT_POLL_SECS = 0.1
 _STOP_JOIN_SECS = 5.0
 #: Headers that describe one hop's connection, never forwarded as they are.
