@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from spanstream.aggregate.traces import TRACE_COLUMNS
 from spanstream.config import Settings
 from spanstream.errors import DecodeError
 from spanstream.model import SPAN_COLUMNS, KinesisRecord, SpanBatch
@@ -50,23 +51,7 @@ from spanstream.sinks.kinesis import MAX_RECORD_BYTES, put_records
 from spanstream.sinks.retry import RetryPolicy
 
 FORMAT_VERSION = 2
-REKEYED_FIELDS = (
-    "tenant",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "service",
-    "operation",
-    "span_kind",
-    "start_unix_nanos",
-    "end_unix_nanos",
-    "duration_nanos",
-    "is_error",
-    "is_cold_start",
-    "db_system",
-    "messaging_system",
-    "peer_service",
-)
+REKEYED_FIELDS = TRACE_COLUMNS
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "start_unix_nanos": (int,),
     "end_unix_nanos": (int,),

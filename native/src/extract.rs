@@ -24,7 +24,8 @@ use crate::wire::{self, AnyView, KeyValueView, SpanView};
 pub const COLUMN_COUNT: usize = 32;
 const TRUNCATION_MARKER: &str = "...[truncated]";
 const UNKNOWN_SERVICE: &str = "unknown_service";
-const SPAN_KINDS: [&str; 6] = [
+/// `spanstream.model.SPAN_KINDS`, by their OTLP enum value.
+pub(crate) const SPAN_KINDS: [&str; 6] = [
     "UNSPECIFIED",
     "INTERNAL",
     "SERVER",

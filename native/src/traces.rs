@@ -25,6 +25,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use crate::extract::SPAN_KINDS;
+
 const KIND_MASK: u16 = 0b111;
 const SERVER: u16 = 2;
 const CLIENT: u16 = 3;
@@ -37,14 +39,6 @@ const EDGE_EMITTED: u16 = 1 << 6;
 const VIRTUAL_SHIFT: u16 = 7;
 const VIRTUAL_MASK: u16 = 0b11 << VIRTUAL_SHIFT;
 const NANOS_PER_SEC: i64 = 1_000_000_000;
-const SPAN_KINDS: [&str; 6] = [
-    "UNSPECIFIED",
-    "INTERNAL",
-    "SERVER",
-    "CLIENT",
-    "PRODUCER",
-    "CONSUMER",
-];
 /// Connection types by the code an edge carries here: the two real call
 /// kinds, then the virtual node types by their 2-bit code plus one.
 const CONNECTION_TYPES: [&str; 5] = ["rpc", "messaging", "database", "queue", "peer"];
@@ -651,6 +645,17 @@ fn trace_key(tenant: &[u8], trace_id: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Make room for `additional` more items, growing by an eighth at least
+/// (as CPython's lists and bytearrays do) rather than doubling: the usual
+/// trace arrives in one or two batches, and doubling would leave up to half
+/// of it spare while tens of thousands of traces wait; a trace that arrives
+/// span by span still grows in amortised constant time.
+fn reserve_modestly<T>(items: &mut Vec<T>, additional: usize) {
+    if items.capacity() - items.len() < additional {
+        items.reserve_exact(additional.max(items.len() / 8));
+    }
+}
+
 /// The state of a `TraceAssembler`; see the module doc.
 #[pyclass(module = "spanstream_native")]
 pub struct TraceAssemblerCore {
@@ -981,7 +986,9 @@ impl TraceAssemblerCore {
             );
             slots.push(slot);
             let trace = &mut self.node_mut(slot).trace;
-            trace.rows.reserve(indices.len());
+            reserve_modestly(&mut trace.rows, indices.len());
+            reserve_modestly(&mut trace.services, indices.len());
+            reserve_modestly(&mut trace.virtual_names, indices.len());
             let mut start_min: Option<&Nanos> = None;
             let mut end_max = i64::MIN;
             for &index in indices {

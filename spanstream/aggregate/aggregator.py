@@ -49,6 +49,23 @@ except ImportError:  # not installed (it is optional), or built before it
 
 logger = logging.getLogger(__name__)
 
+#: The `SpanBatch` columns the per-span loop reads, in the order the compiled
+#: loop takes them (native/src/red.rs).
+RED_COLUMNS = (
+    "tenant",
+    "service",
+    "operation",
+    "span_kind",
+    "status_code",
+    "http_status_code",
+    "end_unix_nanos",
+    "duration_nanos",
+    "is_error",
+    "arrival_unix_millis",
+    "faas_name",
+    "is_cold_start",
+)
+
 #: Span kinds whose spans are function invocations when they carry faas.name.
 INVOCATION_KINDS = frozenset(("SERVER", "CONSUMER"))
 
@@ -112,20 +129,7 @@ class ShardAggregator:
         groups = None
         if _red_groups is not None and self.compiled:
             groups = _red_groups(
-                [
-                    batch.tenant,
-                    batch.service,
-                    batch.operation,
-                    batch.span_kind,
-                    batch.status_code,
-                    batch.http_status_code,
-                    batch.end_unix_nanos,
-                    batch.duration_nanos,
-                    batch.is_error,
-                    batch.arrival_unix_millis,
-                    batch.faas_name,
-                    batch.is_cold_start,
-                ],
+                [getattr(batch, name) for name in RED_COLUMNS],
                 self._window_secs,
                 open_secs,
             )
@@ -166,21 +170,7 @@ class ShardAggregator:
             arrival_millis,
             faas_name,
             is_cold,
-        ) in zip(
-            batch.tenant,
-            batch.service,
-            batch.operation,
-            batch.span_kind,
-            batch.status_code,
-            batch.http_status_code,
-            batch.end_unix_nanos,
-            batch.duration_nanos,
-            batch.is_error,
-            batch.arrival_unix_millis,
-            batch.faas_name,
-            batch.is_cold_start,
-            strict=True,
-        ):
+        ) in zip(*(getattr(batch, name) for name in RED_COLUMNS), strict=True):
             window = end_nanos // NANOS_PER_SEC // window_secs * window_secs
             if arrival_millis > 0 and arrival_millis > (window + open_secs) * 1000:
                 self._count_late(tenant, service, arrival_millis)

@@ -28,6 +28,7 @@ from typing import Any
 from spanstream import extension
 from spanstream.aggregate.traces import (
     MAX_SUMMARY_SERVICES_BYTES,
+    TRACE_COLUMNS,
     TraceAssembler,
     TraceOutput,
     bounded_services,
@@ -81,26 +82,7 @@ class NativeTraceAssembler:
         before any trace is touched.
         """
         now = self._clock()
-        self._core.add(
-            now,
-            (
-                batch.tenant,
-                batch.trace_id,
-                batch.span_id,
-                batch.parent_span_id,
-                batch.service,
-                batch.operation,
-                batch.span_kind,
-                batch.start_unix_nanos,
-                batch.end_unix_nanos,
-                batch.duration_nanos,
-                batch.is_error,
-                batch.is_cold_start,
-                batch.db_system,
-                batch.messaging_system,
-                batch.peer_service,
-            ),
-        )
+        self._core.add(now, tuple(getattr(batch, name) for name in TRACE_COLUMNS))
 
     def poll(self) -> TraceOutput:
         """Summarise idle traces and forget old retained ones; see

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
 
 from spanstream.aggregate.edges import EdgeCalls
 from spanstream.aggregate.tracestate import (
@@ -64,6 +63,28 @@ _ROOT_PARENT_ID = "0" * 16
 #: names (tests/unit/test_name_limits.py).
 MAX_SUMMARY_SERVICES_BYTES = 128 * 1024
 _MAX_UTF8_BYTES_PER_CHAR = 4
+
+
+#: The `SpanBatch` columns trace assembly reads, in the order the compiled
+#: assembler takes them (native/src/traces.rs) and the re-keyed stream
+#: carries them (`spanstream.rekey`).
+TRACE_COLUMNS = (
+    "tenant",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service",
+    "operation",
+    "span_kind",
+    "start_unix_nanos",
+    "end_unix_nanos",
+    "duration_nanos",
+    "is_error",
+    "is_cold_start",
+    "db_system",
+    "messaging_system",
+    "peer_service",
+)
 
 
 @dataclass
@@ -254,23 +275,7 @@ class TraceAssembler:
 def _check_lengths(batch: SpanBatch) -> None:
     """Raise ValueError unless the columns `TraceAssembler.add` reads are as
     long as each other, before any trace is touched."""
-    columns: tuple[list[Any], ...] = (
-        batch.tenant,
-        batch.trace_id,
-        batch.span_id,
-        batch.parent_span_id,
-        batch.service,
-        batch.operation,
-        batch.span_kind,
-        batch.start_unix_nanos,
-        batch.end_unix_nanos,
-        batch.duration_nanos,
-        batch.is_error,
-        batch.is_cold_start,
-        batch.db_system,
-        batch.messaging_system,
-        batch.peer_service,
-    )
+    columns = [getattr(batch, name) for name in TRACE_COLUMNS]
     lengths = [len(column) for column in columns]
     if len(set(lengths)) > 1:
         raise ValueError(f"SpanBatch columns differ in length: {lengths}")

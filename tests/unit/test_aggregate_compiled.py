@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spanstream.aggregate import aggregator as aggregator_module
-from spanstream.aggregate.aggregator import ShardAggregator
+from spanstream.aggregate.aggregator import RED_COLUMNS, ShardAggregator
 from spanstream.aggregate.types import AggregateDelta, FlushRange
 from spanstream.config import Settings
 from spanstream.extension import IMPLEMENTATION_VARIABLE
@@ -133,7 +133,7 @@ def test_a_batch_the_compiled_loop_declines_is_counted_by_the_reference(
     outcomes = [_outcome(native, batch), _outcome(reference, batch)]
     assert outcomes[0] == outcomes[1]
     assert aggregator_module._red_groups is not None
-    columns = [getattr(batch, name) for name in _RED_COLUMNS]
+    columns = [getattr(batch, name) for name in RED_COLUMNS]
     assert aggregator_module._red_groups(columns, 60, 360) is None
     assert _as_comparable(native.drain(RANGE)) == _as_comparable(reference.drain(RANGE))
 
@@ -146,22 +146,6 @@ def _outcome(aggregator: ShardAggregator, batch: SpanBatch) -> str | None:
     return None
 
 
-_RED_COLUMNS = (
-    "tenant",
-    "service",
-    "operation",
-    "span_kind",
-    "status_code",
-    "http_status_code",
-    "end_unix_nanos",
-    "duration_nanos",
-    "is_error",
-    "arrival_unix_millis",
-    "faas_name",
-    "is_cold_start",
-)
-
-
 def test_columns_of_unequal_length_raise_as_the_reference_does() -> None:
     batch = make_batch([{"service": "a"}, {"service": "b"}])
     batch.duration_nanos.pop()
@@ -172,7 +156,7 @@ def test_columns_of_unequal_length_raise_as_the_reference_does() -> None:
 
 def test_a_tuple_column_is_declined() -> None:
     batch = make_batch([{"service": "a"}])
-    columns: list[Any] = [getattr(batch, name) for name in _RED_COLUMNS]
+    columns: list[Any] = [getattr(batch, name) for name in RED_COLUMNS]
     columns[0] = tuple(columns[0])
     assert aggregator_module._red_groups is not None
     assert aggregator_module._red_groups(columns, 60, 360) is None
