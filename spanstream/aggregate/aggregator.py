@@ -220,7 +220,7 @@ class ShardAggregator:
                 batch.span_kind[first],
                 batch.status_code[first],
                 batch.http_status_code[first],
-                ends[first] // NANOS_PER_SEC // window_secs * window_secs,
+                window_start_secs(ends[first], window_secs),
                 batch.is_error[first],
             )
             buffer = buffers.get(span_key)
@@ -235,7 +235,7 @@ class ShardAggregator:
             stats = self._invocation_stats(
                 tenants[first],
                 batch.faas_name[first],  # type: ignore[arg-type]
-                ends[first] // NANOS_PER_SEC // window_secs * window_secs,
+                window_start_secs(ends[first], window_secs),
             )
             stats.cold_count += cold
             stats.cold_duration_sum_nanos += cold_sum

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from spanstream.aggregate.types import FlushRange
 from spanstream.model import SPAN_COLUMNS, SpanBatch
-from spanstream.sinks.arrays import arrow_type, column_array
+from spanstream.sinks.arrays import arrow_type, column_array, use_compiled_builders
 from spanstream.sinks.keys import encode_component
 from spanstream.sinks.s3put import (
     PendingObject,
@@ -50,8 +50,9 @@ def arrow_table(batch: SpanBatch) -> pa.Table:
     a column holds a value of the wrong type or out of its type's range.
     """
     columns = batch.columns()
+    compiled = use_compiled_builders()
     return pa.table(
-        [column_array(columns[f.name], f.type) for f in ARCHIVE_SCHEMA],
+        [column_array(columns[f.name], f.type, compiled) for f in ARCHIVE_SCHEMA],
         schema=ARCHIVE_SCHEMA,
     )
 

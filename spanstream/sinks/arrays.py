@@ -50,14 +50,19 @@ def arrow_type(type_name: str) -> pa.DataType:
         raise ValueError(f"no arrow type for column type {type_name!r}") from None
 
 
-def column_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+def column_array(
+    values: list[Any], arrow_type: pa.DataType, compiled: bool | None = None
+) -> pa.Array:
     """Return ``values`` as an arrow array of ``arrow_type``.
 
+    ``compiled``: whether the extension may build it (default: what
+    `use_compiled_builders` says; `arrow_table` asks once per table).
     Raises what ``pa.array(values, type=arrow_type)`` raises for a value of
     the wrong type or out of range (``ArrowInvalid``, ``ArrowTypeError``,
     OverflowError).
     """
-    compiled = extension.use_native(available=HAS_NATIVE_BUILDERS)
+    if compiled is None:
+        compiled = use_compiled_builders()
     array = None
     if values and pa.types.is_map(arrow_type):
         if compiled:
@@ -67,6 +72,12 @@ def column_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     elif values and compiled:
         array = native_scalar_array(values, arrow_type)
     return pa.array(values, type=arrow_type) if array is None else array
+
+
+def use_compiled_builders() -> bool:
+    """Return whether `column_array` uses the extension (see
+    `spanstream.extension`); raises `ConfigError` as it does."""
+    return extension.use_native(available=HAS_NATIVE_BUILDERS)
 
 
 def native_map_array(maps: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
